@@ -24,7 +24,7 @@ VEHICLE_CLASSES: tuple[int, ...] = (2, 3, 5, 7)
 
 @dataclass(slots=True)
 class Boxes:
-    """N boxes: ``xyxy`` (N, 4) float32 pixels, ``class_id`` and ``score`` (N,), optional ``track_id`` (N,)."""
+    """N boxes: ``xyxy`` (N, 4) float32 pixels; ``class_id``, ``score`` and optional ``track_id`` (N,)."""
 
     xyxy: np.ndarray
     class_id: np.ndarray
