@@ -18,11 +18,16 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from connectors.settings import SinkSettings
+from processors.analytics.settings import AnalyticsSettings
+from processors.inference.settings import InferenceSettings
+from producers.settings import EdgeSettings
+
 
 class Settings(BaseSettings):
     """Everything that differs between a laptop and a city deployment."""
 
-    model_config = SettingsConfigDict(env_prefix="ITS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ITS_", env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Field(
         Path(".its"), description="Where local state lives: broker logs, embedded ClickHouse"
@@ -45,6 +50,11 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(
         None, description="chdb:///abs/path (embedded) or http(s)://user:pass@host:8123/db; default embedded"
     )
+
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field("json", description="json (one object a line) or text")
