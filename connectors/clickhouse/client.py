@@ -34,13 +34,28 @@ if TYPE_CHECKING:
 _OTHER_PATH = re.compile(r"already initialized with path '([^']*)'")
 
 
-def connect(dsn: str, *, database: str | None = None, create_database: bool = True, **kw: Any) -> Client:
+def connect(
+    dsn: str,
+    *,
+    database: str | None = None,
+    create_database: bool = True,
+    via_endpoint: tuple[str, str] | None = None,
+    **kw: Any,
+) -> Client:
     """A clickhouse-connect client for ``dsn``; ``database`` overrides the DSN's and is created if missing.
 
-    Extra keyword arguments go to ``clickhouse_connect.get_client`` (e.g. ``settings=...``).
+    ``via_endpoint`` = (user, password): when another process holds the embedded store and
+    advertises a query endpoint next to it (the sink does), connect to that endpoint instead of
+    failing; its queries are read-only. Extra keyword arguments go to ``clickhouse_connect.get_client``.
     """
     target = parse_dsn(dsn)
-    client = _connect_embedded(target, **kw) if target.embedded else _connect_http(target, **kw)
+    try:
+        client = _connect_embedded(target, **kw) if target.embedded else _connect_http(target, **kw)
+    except StoreLockedError as locked:
+        client = _connect_owner_endpoint(locked, via_endpoint, **kw) if via_endpoint else None
+        if client is None:
+            raise
+        create_database = False  # read-only: the owner created what exists
     database = database or target.database
     if database:
         try:
@@ -78,6 +93,7 @@ def _connect_embedded(target: Target, **kw: Any) -> Client:
         path = Path(os.path.realpath(target.path))
         path.mkdir(parents=True, exist_ok=True)
         check_store_lock(path)
+        kw.setdefault("chdb_options", {"config-file": str(engine_config(path))})
     try:
         return clickhouse_connect.get_client(interface="chdb", path=str(path) if path else None, **kw)
     except ProgrammingError as exc:
@@ -92,6 +108,26 @@ def _connect_embedded(target: Target, **kw: Any) -> Client:
         raise
 
 
+ENGINE_CONFIG = "its-config.xml"
+# BACKUP/RESTORE to File(...) needs backups.allowed_path; chdb reads server config from this file.
+_ENGINE_CONFIG_XML = """<clickhouse>
+    <backups>
+        <allowed_path>/</allowed_path>
+    </backups>
+</clickhouse>
+"""
+
+
+def engine_config(path: Path) -> Path:
+    """The engine config file of an embedded store (written on first open): allows ``BACKUP ... File()``."""
+    config = path / ENGINE_CONFIG
+    if not config.exists() or config.read_text() != _ENGINE_CONFIG_XML:
+        tmp = config.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_ENGINE_CONFIG_XML)
+        tmp.replace(config)
+    return config
+
+
 def _connect_http(target: Target, **kw: Any) -> Client:
     import clickhouse_connect
 
@@ -104,6 +140,25 @@ def _connect_http(target: Target, **kw: Any) -> Client:
         secure=target.secure,
         **kw,
     )
+
+
+def _connect_owner_endpoint(locked: StoreLockedError, auth: tuple[str, str], **kw: Any) -> Client | None:
+    """A client on the query endpoint the store's owner advertises, or None when there is none."""
+    import clickhouse_connect
+
+    from connectors.clickhouse.endpoint import read_endpoint_file
+    from connectors.clickhouse.errors import EndpointUnavailableError
+
+    info = read_endpoint_file(locked.path)
+    if not info or (locked.pid and info.get("pid") != locked.pid):
+        return None  # stale file from an earlier owner, or an owner without an endpoint
+    target = parse_dsn(str(info["url"]))
+    try:
+        return clickhouse_connect.get_client(
+            host=target.host, port=target.port, username=auth[0], password=auth[1], **kw
+        )
+    except Exception as exc:
+        raise EndpointUnavailableError(locked.path, str(info["url"]), str(exc)) from exc
 
 
 def check_store_lock(path: Path) -> None:

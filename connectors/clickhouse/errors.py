@@ -26,6 +26,17 @@ class StoreLockedError(StoreError):
         )
 
 
+class EndpointUnavailableError(StoreError):
+    """The store's owner advertises a query endpoint that does not answer (or refuses us)."""
+
+    def __init__(self, path: Path, url: str, reason: str) -> None:
+        self.path, self.url = path, url
+        super().__init__(
+            f"the embedded ClickHouse store at {path} is held by the sink, whose query endpoint {url} "
+            f"failed: {reason}"
+        )
+
+
 class EngineInUseError(StoreError):
     """This process already has a different embedded store open (chdb runs one engine per process)."""
 

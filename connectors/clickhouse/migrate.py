@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 HISTORY_TABLE = "schema_migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# ``${name:default}`` in a migration: a deploy-time value (TTL days...); the checksum covers the template.
+_VARIABLE = re.compile(r"\$\{([a-z_][a-z0-9_]*)(?::([^}]*))?\}")
+# A MergeTree-family engine clause, for turning it into its Replicated twin.
+_ENGINE = re.compile(r"ENGINE\s*=\s*(\w*)MergeTree\b(\s*\(([^)]*)\))?", re.IGNORECASE)
 
 _HISTORY_DDL = f"""
 CREATE TABLE IF NOT EXISTS {HISTORY_TABLE}
@@ -100,13 +104,49 @@ def discover(directory: Traversable | Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def render(
+    statement: str, variables: Mapping[str, object] | None = None, replica: tuple[str, str] | None = None
+) -> str:
+    """``statement`` with ``${name:default}`` filled from ``variables`` and, given ``replica`` =
+    (keeper path, replica name), every ``*MergeTree(args)`` engine turned into ``Replicated*MergeTree``."""
+    values = variables or {}
+
+    def fill(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in values:
+            return str(values[name])
+        if default is None:
+            raise MigrationError(f"migration variable ${{{name}}} has no value and no default")
+        return default
+
+    out = _VARIABLE.sub(fill, statement)
+    if replica:
+        path, name = replica
+
+        def replicate(match: re.Match[str]) -> str:
+            family, args = match.group(1), (match.group(3) or "").strip()
+            if family.lower().startswith("replicated"):
+                return match.group(0)
+            head = f"'{path}', '{name}'"
+            return f"ENGINE = Replicated{family}MergeTree({head}{', ' + args if args else ''})"
+
+        out = _ENGINE.sub(replicate, out)
+    return out
+
+
 def migrate(
-    client: Client, database: str | None = None, directory: Traversable | Path | None = None
+    client: Client,
+    database: str | None = None,
+    directory: Traversable | Path | None = None,
+    *,
+    variables: Mapping[str, object] | None = None,
+    replica: tuple[str, str] | None = None,
 ) -> list[Migration]:
     """Apply pending migrations in order and return them; ones already applied are skipped.
 
     ``database`` (created if missing) defaults to the client's current one. Raises
     :class:`ChecksumMismatchError` before applying anything if an applied migration's file changed.
+    ``variables`` and ``replica`` are passed to :func:`render` for every statement.
     """
     migrations = discover(directory)
     with _in_database(client, database):
@@ -119,7 +159,7 @@ def migrate(
                 continue
             for statement in migration.statements:
                 try:
-                    client.command(statement)
+                    client.command(render(statement, variables, replica))
                 except Exception as exc:
                     raise MigrationError(f"migration {migration.label} failed: {exc}") from exc
             client.insert(

@@ -78,7 +78,7 @@ def status(
     """Show every migration: applied, pending, changed (file edited after it ran) or orphan."""
     from connectors.clickhouse.migrate import migration_status
 
-    client = _connect(dsn)
+    client = _connect(dsn, read_only=True)
     try:
         states = _guard(lambda: migration_status(client, database))
     finally:
@@ -113,7 +113,7 @@ def sql(
         _fail(str(exc))
     if not statements:
         _fail("no SQL statement given")
-    client = _connect(dsn)
+    client = _connect(dsn, read_only=True)
     try:
         if database:
             _guard(lambda: use_database(client, database, create=False))
@@ -134,11 +134,14 @@ def sql(
         client.close()
 
 
-def _connect(dsn: str | None) -> Client:
+def _connect(dsn: str | None, read_only: bool = False) -> Client:
     from connectors.clickhouse.client import connect
 
-    target = dsn or get_settings().clickhouse_dsn
-    return _guard(lambda: connect(target))
+    settings = get_settings()
+    target = dsn or settings.clickhouse_dsn
+    # Readers go through the sink's query endpoint while the sink holds the embedded store.
+    auth = (settings.sink.query_user, settings.sink.query_password) if read_only else None
+    return _guard(lambda: connect(target, via_endpoint=auth))
 
 
 def _guard(call: Any) -> Any:

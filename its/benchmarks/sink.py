@@ -1,0 +1,138 @@
+"""``its bench sink``: rows/s through the exactly-once sink next to a plain bulk insert (the ceiling).
+
+Ours: the same records produced to a fresh topic, then consumed by ``ClickHouseSink`` in this
+process (read_committed, Avro decode, Arrow build, intent, deduplicated insert, rollup views,
+Kafka commit) until every row is in ClickHouse. Peer: one ``clickhouse-connect`` column-oriented
+``insert`` of the same rows, already as Python columns, into a table of the same schema in the
+same engine (no Kafka, no decode, no bookkeeping). Both write to the embedded store by default;
+``server`` adds the same two cases against a ClickHouse server over HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.clickhouse import sample_data
+from connectors.clickhouse.client import connect, quote_identifier, use_database
+from connectors.clickhouse.rows import TABLES, TableBuffer
+from connectors.clickhouse.runner import ensure_schema
+from connectors.clickhouse.sink import ClickHouseSink
+from infra.topics import ensure_topics
+from its.benchmarks.report import BenchReport, Case, machine
+from its.settings import Settings
+from schemas import topics as t
+
+PEER = "clickhouse-connect bulk insert (no Kafka)"
+
+
+def _records(topic: str, n: int) -> list[Any]:
+    out: list[Any] = []
+    for name, record in sample_data.generate(n * 8, seed=99):
+        if name == topic:
+            out.append(record)
+            if len(out) == n:
+                break
+    return out
+
+
+def _ceiling(client: Any, database: str, topic: str, records: list[Any]) -> float:
+    """Rows/s of one column-oriented insert of ``records`` (columns built before the clock starts)."""
+    spec = TABLES[topic]
+    buf = TableBuffer(spec)
+    for i, rec in enumerate(records):
+        buf.add(rec, 0, i)
+    # The same values the sink starts from, minus Kafka and Avro, in the shapes clickhouse-connect takes.
+    columns: list[list[Any]] = []
+    for col, field in zip(buf._cols, spec.schema, strict=True):
+        if pa.types.is_map(field.type):
+            col = [dict(v) for v in col]
+        elif pa.types.is_timestamp(field.type):
+            col = [None if v is None else datetime.fromtimestamp(v / 1000, UTC) for v in col]
+        columns.append(col)
+    table = f"{quote_identifier(database)}.{quote_identifier(spec.table)}"
+    client.command(f"TRUNCATE TABLE {table}")
+    started = time.perf_counter()
+    client.insert(spec.table, columns, column_names=spec.names, database=database, column_oriented=True)
+    return len(records) / (time.perf_counter() - started)
+
+
+def _through_sink(settings: Settings, client: Any, database: str, topic: str, expected: int) -> float:
+    """Rows/s from the first consumed record to the last row written, by the sink in this process."""
+    sink = ClickHouseSink(settings, client, database)
+    try:
+        sink.subscribe()
+        started: float | None = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            seen = sink.poll_once(0.2)
+            if seen and started is None:
+                started = time.perf_counter()
+            if started is not None and sink.rows_by_table.get(TABLES[topic].table, 0) >= expected:
+                return expected / (time.perf_counter() - started)
+        raise TimeoutError(f"the sink wrote {dict(sink.rows_by_table)} of {expected} rows in 600 s")
+    finally:
+        sink.close()
+
+
+def _run_target(settings: Settings, dsn: str, label: str, records: int, report: BenchReport) -> None:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    specs = [
+        dataclasses.replace(s, name=prefix + s.name)
+        for s in t.CATALOGUE
+        if s.name in (t.DETECTIONS, t.EVENTS)
+    ]
+    ensure_topics(settings.kafka_config(), specs)
+    client = connect(dsn)
+    try:
+        for topic, name in ((t.DETECTIONS, "detections"), (t.EVENTS, "events")):
+            rows = _records(topic, records)
+            sample_data.produce(
+                settings.kafka_config(), settings.schema_registry_url, [(topic, r) for r in rows], prefix
+            )
+            db_sink, db_peer = f"bench_sink_{uuid.uuid4().hex[:6]}", f"bench_peer_{uuid.uuid4().hex[:6]}"
+            for db in (db_sink, db_peer):
+                use_database(client, db)
+                ensure_schema(client, settings.sink, db)
+            group = f"bench-{uuid.uuid4().hex[:6]}"
+            sink_cfg = settings.sink.model_copy(
+                update={"topics": [topic], "topic_prefix": prefix, "group_id": group, "database": db_sink}
+            )
+            sink_settings = settings.model_copy(update={"sink": sink_cfg})
+            ours = _through_sink(sink_settings, client, db_sink, topic, len(rows))
+            peer = _ceiling(client, db_peer, topic, rows)
+            got = int(client.command(f"SELECT count() FROM {quote_identifier(db_sink)}.{name}"))
+            assert got == len(rows), f"sink wrote {got} of {len(rows)} {name} rows"
+            report.cases.append(
+                Case(
+                    f"{name} into {label}",
+                    "throughput",
+                    "rows/s",
+                    round(ours),
+                    round(peer),
+                    PEER,
+                    "ratio >= 0.7",
+                )
+            )
+            for db in (db_sink, db_peer):
+                client.command(f"DROP DATABASE IF EXISTS {quote_identifier(db)} SYNC")
+    finally:
+        client.close()
+
+
+def run(
+    settings: Settings, records: int = 50_000, server: str | None = None, store: Path | None = None
+) -> BenchReport:
+    """Detections and events through the sink vs the bulk-insert ceiling (embedded; plus ``server``)."""
+    report = BenchReport("sink", machine())
+    path = store or settings.data_path / f"bench-sink-{uuid.uuid4().hex[:6]}"
+    _run_target(settings, f"chdb://{path}", "embedded chdb", records, report)
+    if server:
+        _run_target(settings, server, "ClickHouse server", records, report)
+    return report
