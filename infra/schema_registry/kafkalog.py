@@ -97,11 +97,19 @@ class KafkaLog:
         raise LogError(f"topic {self.topic} has no leader after {self.timeout}s")
 
     def end_offset(self) -> int:
-        try:
-            _, high = self._consumer.get_watermark_offsets(self._partition, timeout=self.timeout)
-        except KafkaException as exc:
-            raise LogError(f"cannot read the end of {self.topic}: {exc}") from exc
-        return int(high)
+        # Right after the topic is created the consumer's metadata can still name no leader
+        # (NOT_LEADER_FOR_PARTITION): such errors are retriable and pass within a second or two.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(self._partition, timeout=self.timeout)
+                return int(high)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                retriable = bool(getattr(error, "retriable", lambda: False)()) or "LEADER" in str(exc)
+                if not retriable or time.monotonic() > deadline:
+                    raise LogError(f"cannot read the end of {self.topic}: {exc}") from exc
+                time.sleep(0.2)
 
     def catch_up(self, apply: Callable[[dict[str, Any], dict[str, Any] | None], None]) -> int:
         """Apply every record up to the current end of the topic; returns how many were applied."""
