@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@# The benchmarks' peer (Roboflow trackers) without the opencv-python it would add beside the headless one.
+	$(BIN)/pip install --quiet --no-deps trackers==2.6.1 supervision==0.31.2
+	$(BIN)/pip install --quiet scipy "pydeprecate>=0.9,<0.14" requests pillow tqdm defusedxml
 	touch $(STAMP)
 
 demo: setup

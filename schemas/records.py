@@ -344,9 +344,56 @@ class DeadLetter:
     payload: bytes | None = None
 
 
-Record = Camera | Frame | Detections | SignalPhase | Event | Alert | TrafficStats | Health | DeadLetter
+class ModelStage(StrEnum):
+    CANDIDATE = "CANDIDATE"
+    CANARY = "CANARY"
+    STABLE = "STABLE"
+    RETIRED = "RETIRED"
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    """One detector version in the model registry (its.models.v1, key ``<name>:<version>``)."""
+
+    AVRO_NAME: ClassVar[str] = "its.ModelEntry"
+    name: str
+    version: str
+    path: str
+    format: str
+    input_height: int
+    input_width: int
+    classes: list[int]
+    sha256: str
+    size_bytes: int
+    added_ts_ms: int
+    updated_ts_ms: int
+    stage: ModelStage = ModelStage.CANDIDATE
+    canary_percent: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    promoted_ts_ms: int = 0
+    note: str = ""
+
+
+@dataclass(slots=True)
+class AnalyticsState:
+    """Snapshot of one camera's analytics engine (its.analytics-state.v1, compacted, key camera_id)."""
+
+    AVRO_NAME: ClassVar[str] = "its.AnalyticsState"
+    camera_id: str
+    ts_ms: int
+    format: int
+    state: bytes
+
+
+Record = (
+    Camera | Frame | Detections | SignalPhase | Event | Alert | TrafficStats | Health | DeadLetter
+    | ModelEntry | AnalyticsState
+)  # fmt: skip
 
 RECORD_TYPES: dict[str, type] = {
     cls.AVRO_NAME: cls
-    for cls in (Camera, Frame, Detections, SignalPhase, Event, Alert, TrafficStats, Health, DeadLetter)
-}
+    for cls in (
+        Camera, Frame, Detections, SignalPhase, Event, Alert, TrafficStats, Health, DeadLetter, ModelEntry,
+        AnalyticsState,
+    )
+}  # fmt: skip

@@ -35,6 +35,8 @@ ALERTS = "its.alerts.v1"
 TRAFFIC_STATS = "its.traffic-stats.v1"
 HEALTH = "its.health.v1"
 DLQ = "its.dlq.v1"
+MODELS = "its.models.v1"
+ANALYTICS_STATE = "its.analytics-state.v1"
 
 _COMMON = {"min.insync.replicas": "1", "compression.type": "producer"}
 
@@ -102,6 +104,21 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "its.DeadLetter",
         "anything that could not be processed, with the reason",
         {**_COMMON, "retention.ms": str(30 * DAY_MS), "max.message.bytes": str(8 * 1024 * 1024)},
+    ),
+    TopicSpec(
+        MODELS,
+        1,
+        "its.ModelEntry",
+        "model registry: one record per model version (key name:version), latest state wins",
+        {**_COMMON, "cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+    ),
+    TopicSpec(
+        ANALYTICS_STATE,
+        24,
+        "its.AnalyticsState",
+        "analytics engine snapshot per camera, written with the outputs in one transaction",
+        {**_COMMON, "cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+         "max.message.bytes": str(8 * 1024 * 1024), "segment.ms": str(DAY_MS)},
     ),
 )
 

@@ -290,6 +290,8 @@ def measure(
             la, lb = np.asarray(line.a, float), np.asarray(line.b, float)
             d = lb - la
             side = np.sign(d[0] * (p[:, 1] - la[1]) - d[1] * (p[:, 0] - la[0]))
+            # A point exactly on the line belongs to the positive side; a zero would hide the crossing.
+            side[side == 0] = 1
             inner = np.sign(d[0] * (line.inner[1] - la[1]) - d[1] * (line.inner[0] - la[0]))
             change = np.flatnonzero((side[:-1] * side[1:] < 0) & contiguous)
             for k in change.tolist():
