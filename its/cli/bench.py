@@ -105,7 +105,7 @@ def sink_cmd(
     server: str | None = typer.Option(None, help="also measure against this http(s):// ClickHouse server"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Rows/s through the exactly-once sink vs a plain clickhouse-connect bulk insert (needs broker, registry)."""
+    """Rows/s through the exactly-once sink next to a plain clickhouse-connect bulk insert (needs Kafka)."""
     _print(_sink(records, server), as_json)
 
 
