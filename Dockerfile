@@ -13,7 +13,11 @@ COPY producers producers
 COPY processors processors
 COPY connectors connectors
 COPY infra infra
-RUN pip install . && useradd --system --home /var/lib/its its && mkdir -p /var/lib/its && chown its /var/lib/its
-USER its
+RUN pip install . && useradd --system --uid 10001 --home /var/lib/its its \
+    && mkdir -p /var/lib/its /assets && chown its /var/lib/its
+# Numeric, so Kubernetes' runAsNonRoot can verify it (infra/k8s runs as 10001 with fsGroup 10001).
+USER 10001
+# Every component serves /metrics + /healthz on ITS_METRICS_HOST; in a container that must be all interfaces.
+ENV ITS_METRICS_HOST=0.0.0.0
 ENTRYPOINT ["its"]
 CMD ["--help"]

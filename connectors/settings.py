@@ -55,7 +55,7 @@ class SinkSettings(BaseModel):
     replica_name: str = Field("{replica}", description="Replica name (a server macro by default)")
 
     # --- observability and the query endpoint --------------------------------------------------
-    metrics_port: int = Field(9310, ge=0, description="/metrics and /healthz (0 = any free port)")
+    metrics_port: int = Field(9104, ge=0, description="/metrics and /healthz (0 = any free port)")
     query_enabled: bool = Field(True, description="Serve read-only SQL for the embedded store it owns")
     query_host: str = Field("127.0.0.1", description="Bind address of the query endpoint")
     query_port: int = Field(8124, ge=0, description="Port of the query endpoint (0 = any free port)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -76,7 +77,7 @@ class Service:
         self,
         name: str,
         port: int = 0,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         health: HealthCheck | None = None,
         registry: CollectorRegistry = REGISTRY,
         handle_signals: bool = True,
@@ -84,6 +85,8 @@ class Service:
         self.name = name
         self._stop = threading.Event()
         self._health = health or (lambda: (True, {}))
+        # Loopback by default; ITS_METRICS_HOST=0.0.0.0 in containers so Prometheus and probes reach it.
+        host = host or os.environ.get("ITS_METRICS_HOST", "127.0.0.1")
         self._server = _ObservabilityServer((host, port), name, self._checked_health, registry)
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"{name}-http", daemon=True)
         self._handle_signals = handle_signals

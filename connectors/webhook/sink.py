@@ -16,14 +16,15 @@ import hashlib
 import hmac
 import json
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
 
 import httpx
 from confluent_kafka import Consumer, KafkaError, Producer
+from prometheus_client import Counter, Histogram
 
+from its.service import Service
 from its.settings import Settings
 from schemas.codec import to_avro
 from schemas.records import Alert, DeadLetter
@@ -33,6 +34,14 @@ from schemas.topics import ALERTS, DLQ
 log = logging.getLogger(__name__)
 COMPONENT = "webhook-sink"
 SIGNATURE_HEADER = "X-ITS-Signature"
+METRICS_PORT = 9105
+
+DELIVERIES = Counter("its_webhook_deliveries_total", "Alerts handled, by outcome", ["outcome"])
+DELIVERY_SECONDS = Histogram(
+    "its_webhook_delivery_seconds",
+    "POST time per alert, retries included",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
 
 
 def alert_body(alert: Alert) -> bytes:
@@ -122,15 +131,20 @@ class WebhookSink:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, *, max_idle_s: float | None = None) -> None:
-        """Until stopped (SIGTERM/SIGINT in the main thread), or ``max_idle_s`` without a record."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stop())
+    def run(self, *, max_idle_s: float | None = None, metrics_port: int = METRICS_PORT) -> None:
+        """Until stopped (SIGTERM/SIGINT in the main thread), or ``max_idle_s`` without a record.
+
+        Serves ``/metrics`` and ``/healthz`` on ``metrics_port`` (0: any free port) meanwhile.
+        """
+        health = lambda: (True, {"delivered": self.delivered, "dead_lettered": self.dead_lettered})  # noqa: E731
+        with Service(COMPONENT, port=metrics_port, health=health) as svc:
+            self._consume(svc, max_idle_s)
+
+    def _consume(self, svc: Service, max_idle_s: float | None) -> None:
         self.consumer.subscribe([ALERTS])
         idle_since = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or svc.stopping):
                 msg = self.consumer.poll(0.5)
                 if msg is None:
                     if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
@@ -152,11 +166,14 @@ class WebhookSink:
         try:
             alert = self.serde.decode(msg)
         except Exception as exc:
+            DELIVERIES.labels("undecodable").inc()
             self._dead_letter(msg, f"undecodable alert: {exc}", type(exc).__name__, msg.value())
             return
-        result = deliver(
-            self.client, self.url, self.secret, alert, attempts=self.attempts, backoff_s=self.backoff_s
-        )
+        with DELIVERY_SECONDS.time():
+            result = deliver(
+                self.client, self.url, self.secret, alert, attempts=self.attempts, backoff_s=self.backoff_s
+            )
+        DELIVERIES.labels("delivered" if result.ok else "dead_lettered").inc()
         if result.ok:
             self.delivered += 1
             return

@@ -38,8 +38,10 @@ def webhook(
     group_id: str = typer.Option("its-webhook-sink", help="consumer group (one per endpoint)"),
     attempts: int = typer.Option(3, help="delivery attempts before the dead-letter topic"),
     backoff_s: float = typer.Option(0.5, help="first retry delay; doubled each attempt"),
+    metrics_port: int = typer.Option(9105, help="/metrics and /healthz port (0: any free port)"),
 ) -> None:
     """POST each alert on its.alerts.v1 as signed JSON (X-ITS-Signature header); failures to its.dlq.v1."""
     from connectors.webhook import WebhookSink
 
-    WebhookSink(get_settings(), url, secret, group_id=group_id, attempts=attempts, backoff_s=backoff_s).run()
+    sink = WebhookSink(get_settings(), url, secret, group_id=group_id, attempts=attempts, backoff_s=backoff_s)
+    sink.run(metrics_port=metrics_port)

@@ -15,7 +15,7 @@ class AnalyticsSettings(BaseModel):
     group_id: str = Field("its-analytics", description="Kafka consumer group")
     max_batch: int = Field(500, ge=1, description="Records per transaction at most")
     max_wait_ms: int = Field(100, ge=1, description="Longest a batch waits to fill")
-    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0: none)")
+    metrics_port: int = Field(9103, ge=0, description="/metrics and /healthz port (0: any free port)")
 
     allowed_lateness_ms: int = Field(
         5_000,

@@ -116,7 +116,7 @@ def test_sink_delivers_and_dead_letters(kafka_broker, schema_registry) -> None:
     settings = Settings(kafka_bootstrap=bootstrap, schema_registry_url=schema_registry)
     with Receiver({f"{prefix}:1": 1, f"{prefix}:3": 99}) as rx:
         sink = WebhookSink(settings, rx.url, SECRET, group_id=group, backoff_s=0.05)
-        sink.run(max_idle_s=5.0)
+        sink.run(max_idle_s=5.0, metrics_port=0)
     assert sorted(d["alert_id"] for d in rx.accepted) == [f"{prefix}:{i}" for i in (0, 1, 2, 4)]
     assert rx.attempts[f"{prefix}:1"] == 2 and rx.attempts[f"{prefix}:3"] == 3
     dead = s.read_committed(

@@ -194,10 +194,11 @@ def test_counts_equal_crossings_and_follow_the_line_convention(intersection) -> 
     for c in truth.crossings:
         t = tracks[(c.camera_id, c.track_id)]
         line = lines[(c.camera_id, c.line_id)]
-        k = int(np.searchsorted(t.ts_ms, c.ts_ms))
-        bc = np.stack(
-            [(t.box[k - 1 : k + 1, 0] + t.box[k - 1 : k + 1, 2]) / 2, t.box[k - 1 : k + 1, 3]], axis=1
-        )
+        # The frames strictly before and after the crossing moment (a frame may lie exactly on the line).
+        k0 = int(np.searchsorted(t.ts_ms, c.exact_ts_ms, side="left")) - 1
+        k1 = int(np.searchsorted(t.ts_ms, c.exact_ts_ms, side="right"))
+        pick = [k0, k1]
+        bc = np.stack([(t.box[pick, 0] + t.box[pick, 2]) / 2, t.box[pick, 3]], axis=1)
         a, b = (np.array([p.x, p.y]) for p in line.points)
         before, after = side_of_line_image(a, b, bc)
         assert before == -after

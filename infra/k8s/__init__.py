@@ -1,0 +1,1 @@
+"""Kubernetes examples (Strimzi Kafka, Altinity ClickHouse, components); ``render`` writes generated ones."""
