@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup demo test test-unit test-integration lint format bench clean kafka-start kafka-stop
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/its demo
+	$(BIN)/its demo $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/ruff check .
