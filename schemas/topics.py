@@ -117,8 +117,13 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         24,
         "its.AnalyticsState",
         "analytics engine snapshot per camera, written with the outputs in one transaction",
-        {**_COMMON, "cleanup.policy": "compact", "min.compaction.lag.ms": "0",
-         "max.message.bytes": str(8 * 1024 * 1024), "segment.ms": str(DAY_MS)},
+        {
+            **_COMMON,
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": "0",
+            "max.message.bytes": str(8 * 1024 * 1024),
+            "segment.ms": str(DAY_MS),
+        },
     ),
 )
 
