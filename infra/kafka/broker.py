@@ -30,6 +30,7 @@ from infra.kafka.config import log4j_properties, render_properties, server_prope
 from infra.kafka.errors import KafkaRuntimeError
 from infra.kafka.jars import ensure_jars, file_lock
 from infra.kafka.java import require_java
+from infra.process import process_alive
 
 if TYPE_CHECKING:
     from its.settings import Settings
@@ -58,26 +59,6 @@ class KafkaStatus:
         out = asdict(self)
         out["data_dir"], out["log_file"] = str(self.data_dir), str(self.log_file)
         return out
-
-
-def _process_alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (reaping it first if it is our own exited child)."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        # A zombie still answers kill(0); field 3 of /proc/<pid>/stat is its state.
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -266,7 +247,7 @@ class LocalKafka:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not _process_alive(pid):
+        if not process_alive(pid):
             return None
         cmdline = Path(f"/proc/{pid}/cmdline")
         if cmdline.exists():
@@ -409,7 +390,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.pid == pid:
                 self._proc.poll()  # reap our own child so it does not linger as a zombie
-            if not _process_alive(pid):
+            if not process_alive(pid):
                 return True
             time.sleep(0.1)
         return False

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from infra.process import process_alive
 from infra.schema_registry.kafkalog import KafkaLog
 from infra.schema_registry.server import RegistryHTTPServer, serve
 from infra.schema_registry.service import Registry
@@ -127,24 +128,11 @@ def stop_background(settings: Settings, timeout: float = 15.0) -> bool:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    # Reap our own child if it is one, so it does not linger as a zombie that os.kill still finds.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     return True
 
 

@@ -10,15 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -29,64 +24,11 @@ from schemas import records as r
 from schemas.serde import TopicSerde
 from schemas.topics import ALERTS, BY_NAME, CAMERAS, DETECTIONS, EVENTS, SIGNALS, TRAFFIC_STATS
 from tests.integration import inference_support as s
+from tests.integration.processor_support import ProcessorUnderTest
 
 pytestmark = pytest.mark.integration
 
 KILLS = 3
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Runner:
-    def __init__(self, env: dict[str, str], instance: str, log_path: Path) -> None:
-        self.env, self.instance, self.log_path = env, instance, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        self.port = _free_port()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
-        its = str(Path(sys.executable).with_name("its"))
-        self.proc = subprocess.Popen(
-            [its, "process", "analytics", "--instance-id", self.instance, "--metrics-port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def committed_batches(self) -> int:
-        try:
-            return int(
-                httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()["committed_batches"]
-            )
-        except (httpx.HTTPError, KeyError, ValueError):
-            return 0
-
-    def wait_for_progress(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.committed_batches() < 1:
-            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                "no batch committed in time:\n" + self.log_path.read_text()[-3000:]
-            )
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
 
 
 def _group_at_end(bootstrap: str, group: str) -> None:
@@ -152,7 +94,9 @@ def test_outputs_equal_the_failure_free_run_across_sigkills(
         "ITS_ANALYTICS__MAX_WAIT_MS": "50",
         "ITS_LOG_FORMAT": "text",
     }
-    runner = Runner(env, f"eos-{uuid.uuid4().hex[:6]}", tmp_path / "processor.log")
+    runner = ProcessorUnderTest(
+        ["process", "analytics"], env, f"eos-{uuid.uuid4().hex[:6]}", tmp_path / "processor.log"
+    )
     rng = random.Random()
     for _ in range(KILLS):
         runner.start()

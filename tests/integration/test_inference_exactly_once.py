@@ -7,83 +7,23 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import pytest
 
 from infra.topics import ensure_topics
 from schemas.serde import TopicSerde
 from schemas.topics import DETECTIONS
 from tests.integration import inference_support as s
+from tests.integration.processor_support import ProcessorUnderTest
 
 pytestmark = pytest.mark.integration
 
 FRAMES_N = 200
 CAMERAS = 8
 KILLS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _its() -> str:
-    return str(Path(sys.executable).with_name("its"))
-
-
-class Runner:
-    """Starts `its process inference` as a child process with one fixed instance id."""
-
-    def __init__(self, env: dict[str, str], instance: str, log_path: Path) -> None:
-        self.env, self.instance, self.log_path = env, instance, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        self.port = _free_port()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
-        self.proc = subprocess.Popen(
-            [_its(), "process", "inference", "--instance-id", self.instance, "--no-registry",
-             "--metrics-port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-
-    def committed_batches(self) -> int:
-        try:
-            return int(
-                httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()["committed_batches"]
-            )
-        except (httpx.HTTPError, KeyError, ValueError):
-            return 0
-
-    def wait_for_progress(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.committed_batches() < 1:
-            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                "no batch committed in time:\n" + self.log_path.read_text()[-3000:]
-            )
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
 
 
 def test_exactly_once_across_three_sigkills(kafka_broker, schema_registry, kafka_settings, tmp_path):
@@ -110,7 +50,12 @@ def test_exactly_once_across_three_sigkills(kafka_broker, schema_registry, kafka
         "ITS_INFERENCE__MAX_WAIT_MS": "50",
         "ITS_LOG_FORMAT": "text",
     }
-    runner = Runner(env, f"eos-{uuid.uuid4().hex[:6]}", tmp_path / "processor.log")
+    runner = ProcessorUnderTest(
+        ["process", "inference", "--no-registry"],
+        env,
+        f"eos-{uuid.uuid4().hex[:6]}",
+        tmp_path / "processor.log",
+    )
     rng = random.Random()
     for _ in range(KILLS):
         runner.start()

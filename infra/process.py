@@ -1,0 +1,27 @@
+"""Checks on the background processes the local stack runs (broker, registry)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def process_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (reaping it first if it is our own exited child)."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        # A zombie still answers kill(0); field 3 of /proc/<pid>/stat is its state.
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
