@@ -210,9 +210,9 @@ def collect(settings: Settings, start_ms: int, artifacts: Path, console: Console
             "[dim]latency: events.ts (capture time of the frame the event is measured on) to "
             "sink_offsets.committed_at (the sink's batch holding the event, written just before its insert). "
             "Line crossings wait for their centred speed fit (0.75 s after the crossing); violations are "
-            "emitted when the rule's condition has lasted its time. Simulated cameras: their capture clock "
-            "starts before the simulator has computed its world (a few seconds, logged as 'simulated'), "
-            "which their figures include; the real-clip row is capture to ClickHouse as it happened.[/]"
+            "emitted when the rule's condition has lasted its time. Simulated cameras are paced by the "
+            "wall clock, so their capture times are true; the first second or two of their records are "
+            "sent in a burst while the simulator computes its world.[/]"
         )
         try:
             out["keyframe"] = keyframe(settings, client, start_ms, artifacts)
