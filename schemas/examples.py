@@ -190,4 +190,22 @@ def example_records() -> dict[str, Any]:
             note="example",
         ),
         t.ANALYTICS_STATE: r.AnalyticsState("cam-0001", _T0 + 4_100, 1, b"PK\x03\x04example-npz"),
+        t.ALERT_ACKS: r.AlertAck(
+            ack_id="6f1c2d3e-0000-4000-8000-000000000001",
+            alert_id="inc-cam-0001-42:0",
+            incident_id="inc-cam-0001-42",
+            camera_id="cam-0001",
+            acknowledged_by="operator-7",
+            ts_ms=_T0 + 8_000,
+            note="crew dispatched",
+        ),
+        t.AUDIT: r.AuditEntry(
+            audit_id="6f1c2d3e-0000-4000-8000-000000000002",
+            ts_ms=_T0 + 9_000,
+            actor="admin",
+            action="camera.token.create",
+            target="cam-0001",
+            outcome="ok",
+            details={"expires_ts_ms": str(_T0 + 86_400_000)},
+        ),
     }

@@ -385,15 +385,46 @@ class AnalyticsState:
     state: bytes
 
 
+@dataclass(slots=True)
+class AlertAck:
+    """An operator's acknowledgement of an alert (its.alert-acks.v1, key camera_id)."""
+
+    AVRO_NAME: ClassVar[str] = "its.AlertAck"
+    ack_id: str
+    alert_id: str
+    incident_id: str
+    camera_id: str
+    acknowledged_by: str
+    ts_ms: int
+    note: str = ""
+    source: str = "console"
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    """One security-relevant action (its.audit.v1, append-only)."""
+
+    AVRO_NAME: ClassVar[str] = "its.AuditEntry"
+    audit_id: str
+    ts_ms: int
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    reason: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+    component: str = "cli"
+
+
 Record = (
     Camera | Frame | Detections | SignalPhase | Event | Alert | TrafficStats | Health | DeadLetter
-    | ModelEntry | AnalyticsState
+    | ModelEntry | AnalyticsState | AlertAck | AuditEntry
 )  # fmt: skip
 
 RECORD_TYPES: dict[str, type] = {
     cls.AVRO_NAME: cls
     for cls in (
         Camera, Frame, Detections, SignalPhase, Event, Alert, TrafficStats, Health, DeadLetter, ModelEntry,
-        AnalyticsState,
+        AnalyticsState, AlertAck, AuditEntry,
     )
 }  # fmt: skip

@@ -37,6 +37,8 @@ HEALTH = "its.health.v1"
 DLQ = "its.dlq.v1"
 MODELS = "its.models.v1"
 ANALYTICS_STATE = "its.analytics-state.v1"
+ALERT_ACKS = "its.alert-acks.v1"
+AUDIT = "its.audit.v1"
 
 _COMMON = {"min.insync.replicas": "1", "compression.type": "producer"}
 
@@ -124,6 +126,20 @@ CATALOGUE: tuple[TopicSpec, ...] = (
             "max.message.bytes": str(8 * 1024 * 1024),
             "segment.ms": str(DAY_MS),
         },
+    ),
+    TopicSpec(
+        ALERT_ACKS,
+        6,
+        "its.AlertAck",
+        "operator acknowledgements of alerts; analytics stops escalating what is acknowledged",
+        {**_COMMON, "retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        AUDIT,
+        3,
+        "its.AuditEntry",
+        "append-only audit trail of security-relevant actions",
+        {**_COMMON, "retention.ms": str(365 * DAY_MS)},
     ),
 )
 
