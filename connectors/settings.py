@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from schemas import topics as t
 
 # What the ClickHouse sink reads by default: every analytics topic (frames stay in Kafka).
-DEFAULT_SINK_TOPICS = [t.CAMERAS, t.DETECTIONS, t.EVENTS, t.ALERTS, t.TRAFFIC_STATS, t.HEALTH]
+# The audit trail too: its table is the append-only copy operators query (migration 0003).
+DEFAULT_SINK_TOPICS = [t.CAMERAS, t.DETECTIONS, t.EVENTS, t.ALERTS, t.TRAFFIC_STATS, t.HEALTH, t.AUDIT]
 
 
 class SinkSettings(BaseModel):

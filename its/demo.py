@@ -4,7 +4,8 @@
    record of every contract produced and read back through the registry.
 2. Pipeline: a real clip camera (``its edge run --mode cloud``) through ``its process inference``,
    plus N simulated cameras (``its simulate --scenario intersection``), through ``its process
-   analytics`` into ``its sink clickhouse``: each its own process, supervised (restarted when it
+   analytics`` into ``its sink clickhouse``, and ``its sink webhook`` POSTing every alert, signed,
+   to a receiver inside the demo process: each its own process, supervised (restarted when it
    dies), with live progress (records per stage from the components' /metrics, lag per consumer
    group from Kafka's committed offsets).
 3. Stop: sources first, processors and the sink drain, then stop in order (SIGTERM, SIGKILL after
@@ -15,15 +16,19 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,9 @@ ANALYTICS_TABLES = (
 )
 SOURCES = ("edge", "simulator")
 PROCESSORS = ("inference", "analytics")
+SINKS = ("webhook", "sink")  # stopped last, after the processors drained into them
+STOP_ORDER = [*SOURCES, *PROCESSORS, *SINKS]
+WEBHOOK_GROUP = "its-demo-webhook"
 CLASS_SQL = (
     "transform(toUInt8(ifNull(class_id, 255)), [0, 1, 2, 3, 5, 7], "
     "['person', 'bicycle', 'car', 'motorcycle', 'bus', 'truck'], 'other')"
@@ -158,6 +166,73 @@ def round_trip_examples(settings: Settings) -> list[RoundTrip]:
     return results
 
 
+# --- the integrator's end of the alert webhook ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WebhookTally:
+    """What the local receiver got: POSTs, distinct alert ids, statuses, bad signatures."""
+
+    deliveries: int = 0
+    bad_signatures: int = 0
+    alert_ids: set[str] = field(default_factory=set)
+    statuses: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class WebhookReceiver:
+    """A tiny HTTP server in the demo process standing in for an integrator: checks each POST's
+    HMAC signature the way a receiver should (``hmac.compare_digest``) and counts the alerts."""
+
+    def __init__(self, secret: str) -> None:
+        from connectors.webhook.sink import SIGNATURE_HEADER, sign
+
+        self.secret = secret
+        self.tally = WebhookTally()
+        tally = self.tally
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the http.server API names it
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                good = hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), sign(secret, body))
+                with tally.lock:
+                    if not good:
+                        tally.bad_signatures += 1
+                    else:
+                        tally.deliveries += 1
+                        alert = json.loads(body)
+                        tally.alert_ids.add(str(alert.get("alert_id")))
+                        tally.statuses[str(alert.get("status"))] += 1
+                self.send_response(200 if good else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:  # the demo's screen is for the tables
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def summary(self) -> dict[str, Any]:
+        with self.tally.lock:
+            return {
+                "url": self.url,
+                "deliveries": self.tally.deliveries,
+                "distinct_alerts": len(self.tally.alert_ids),
+                "bad_signatures": self.tally.bad_signatures,
+                "by_status": dict(sorted(self.tally.statuses.items())),
+            }
+
+
 # --- options and ports ---------------------------------------------------------------------------
 
 
@@ -223,10 +298,32 @@ def its_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from its.cli import main; main()", *args]
 
 
-def components(settings: Settings, opts: DemoOptions, clip: Path | None, model: Path) -> list[Component]:
-    """Every process of the pipeline, services first (sink, analytics, inference), then the sources."""
+def components(
+    settings: Settings,
+    opts: DemoOptions,
+    clip: Path | None,
+    model: Path,
+    webhook: tuple[str, str] | None = None,
+) -> list[Component]:
+    """Every process of the pipeline, services first (sinks, analytics, inference), then the sources.
+
+    ``webhook`` is (url, secret) of the receiver ``its sink webhook`` POSTs alerts to.
+    """
     base = {"ITS_LOG_FORMAT": "json", "ITS_LOG_LEVEL": os.environ.get("ITS_DEMO_COMPONENT_LOG_LEVEL", "INFO")}
-    comps = [
+    comps = []
+    if webhook is not None:
+        url, secret = webhook
+        comps.append(
+            Component(
+                "webhook",
+                its_command(
+                    "sink", "webhook", "--url", url, "--group-id", WEBHOOK_GROUP,
+                    "--metrics-port", str(opts.port("webhook")),
+                ),
+                {**base, "ITS_WEBHOOK_SECRET": secret},  # not on the command line, where `ps` shows it
+            )
+        )  # fmt: skip
+    comps += [
         Component(
             "sink",
             its_command("sink", "clickhouse"),
@@ -323,6 +420,7 @@ GROUPS = {  # consumer group -> (stage, topics it reads whose lag matters)
     "its-inference": ("inference", [t.FRAMES]),
     "its-analytics": ("analytics", [t.DETECTIONS, t.SIGNALS, t.CAMERAS]),
     "its-clickhouse-sink": ("sink", [t.CAMERAS, t.DETECTIONS, t.EVENTS, t.ALERTS, t.TRAFFIC_STATS, t.HEALTH]),
+    WEBHOOK_GROUP: ("webhook", [t.ALERTS]),
 }
 
 
@@ -403,7 +501,7 @@ class Progress:
         return out
 
     def refresh(self) -> None:
-        for name in ("edge", "inference", "analytics", "sink", "simulator"):
+        for name in ("edge", "inference", "analytics", "sink", "webhook", "simulator"):
             if name in self.sup.components:
                 got = scrape(self.opts.port(name))
                 if got or name not in self.metrics:  # a finished source keeps its last figures
@@ -492,6 +590,17 @@ class Progress:
             ", ".join(f"{v:,.0f} {tb}" for tb, v in rows.items()),
             lag("its-clickhouse-sink"),
         )
+        if "webhook" in self.sup.components:
+            w = m.get("webhook", {})
+            tab.add_row(
+                "alert webhook (signed POSTs)",
+                state("webhook"),
+                restarts("webhook"),
+                "",
+                f"{msum(w, 'its_webhook_deliveries_total', outcome='delivered'):,.0f} delivered, "
+                f"{msum(w, 'its_webhook_deliveries_total', outcome='dead_lettered'):,.0f} dead-lettered",
+                lag(WEBHOOK_GROUP),
+            )
         return tab
 
 
@@ -594,7 +703,7 @@ def run_demo(
         for s in old:  # cleanup is not interrupted by a second Ctrl-C
             signal.signal(s, signal.SIG_IGN)
         if _current_sup[0] is not None:
-            _current_sup[0].stop(timeout=15, order=[*SOURCES, *PROCESSORS, "sink"])
+            _current_sup[0].stop(timeout=15, order=STOP_ORDER)
             _current_sup[0] = None
         if not opts.keep_running:
             stack.started = [n for n, had in (("registry", had_registry), ("kafka", had_kafka)) if not had]
@@ -628,8 +737,6 @@ def run_pipeline(
     settings: Settings, opts: DemoOptions, console: Console, stop: threading.Event, register_sup: Any
 ) -> bool:
     """Start every component, show progress, drain and stop them, print the summary."""
-    from its import demo_summary
-
     artifacts = opts.artifacts.resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     log_dir = artifacts / "logs"
@@ -665,7 +772,28 @@ def run_pipeline(
     )
     sup = Supervisor(log_dir, base_env=env)
     register_sup(sup)
-    comps = components(settings, opts, use_clip, model)
+    receiver = WebhookReceiver(secrets.token_hex(16))
+    with receiver:
+        return _run_supervised(settings, opts, console, stop, sup, receiver, use_clip, model, run_start_ms)
+
+
+def _run_supervised(
+    settings: Settings,
+    opts: DemoOptions,
+    console: Console,
+    stop: threading.Event,
+    sup: Supervisor,
+    receiver: WebhookReceiver,
+    use_clip: Path | None,
+    model: Path,
+    run_start_ms: int,
+) -> bool:
+    """The pipeline's processes from start to summary, the webhook receiver listening meanwhile."""
+    from its import demo_summary
+
+    artifacts = opts.artifacts.resolve()
+    log_dir = artifacts / "logs"
+    comps = components(settings, opts, use_clip, model, webhook=(receiver.url, receiver.secret))
     services = [c for c in comps if not c.finite]
     sources = [c for c in comps if c.finite]
     for c in services:
@@ -738,8 +866,10 @@ def run_pipeline(
     for name in ("inference", "analytics"):
         if name in sup.components:
             _stop_one(sup, name)
-    with console.status("ClickHouse sink catching up"):
-        caught &= _wait_for(lambda: drained(("its-clickhouse-sink",)), timeout=opts.drain_s, step=1.0)
+    with console.status("ClickHouse sink and alert webhook catching up"):
+        caught &= _wait_for(
+            lambda: drained(("its-clickhouse-sink", WEBHOOK_GROUP)), timeout=opts.drain_s, step=1.0
+        )
     time.sleep(2.0)  # the sink's last batch (ITS_SINK__BATCH_MS = 1 s) lands
     console.print(
         f"[green]✓[/] drained (lag {progress.group_lag()})"
@@ -756,7 +886,10 @@ def run_pipeline(
     except Exception as exc:
         console.print(f"[red]✗ summary from ClickHouse failed: {exc!r}[/]")
         summary, ok = None, False
-    exit_codes = sup.stop(timeout=30, order=[*SOURCES, *PROCESSORS, "sink"])
+    hooks = receiver.summary()
+    alert_rows = (summary or {}).get("table_rows", {}).get("alerts", 0)
+    ok &= demo_summary.print_webhook(console, hooks, alert_rows)
+    exit_codes = sup.stop(timeout=30, order=STOP_ORDER)
     console.print(
         "[green]✓[/] every component stopped: " + ", ".join(f"{n} {c}" for n, c in exit_codes.items())
     )
@@ -764,6 +897,7 @@ def run_pipeline(
         console.print(f"[yellow]restarts during the run: {restarts}[/]")
     if summary is not None:
         summary["restarts"] = restarts
+        summary["webhook"] = hooks
         summary["exit_codes"] = exit_codes
         summary["pids"] = {n: c.process.pid for n, c in sup.components.items() if c.process}
         summary["interrupted"] = interrupted

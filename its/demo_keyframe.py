@@ -15,7 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from its.privacy.blur import redact
+from its.privacy.settings import PrivacySettings
+from its.settings import get_settings
 from schemas import records as r
+from schemas.boxes import Boxes
 
 CLASS_NAMES = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}
 _ZONE_BGR = {
@@ -152,13 +156,20 @@ def simulated_background(scenario: str, camera_index: int, det: r.Detections) ->
 
 
 def write_keyframe(
-    path: Path, camera: r.Camera, detections: list[r.Detections], background_for: object
+    path: Path,
+    camera: r.Camera,
+    detections: list[r.Detections],
+    background_for: object,
+    privacy: PrivacySettings | None = None,
 ) -> dict[str, object] | None:
     """Choose, draw and write the keyframe; ``background_for(det) -> BGR image``. None if no track."""
     choice = track_frames(camera, detections)
     if choice is None:
         return None
     image = background_for(choice.detections)  # type: ignore[operator]
+    # Faces and plates are blurred before anything is drawn or written (its.privacy.blur).
+    cfg = privacy if privacy is not None else get_settings().privacy
+    image, _ = redact(image, Boxes.from_record(choice.detections), cfg)
     img = draw(image, camera, choice)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90]):

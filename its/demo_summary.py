@@ -144,6 +144,30 @@ def print_table(console: Console, title: str, columns: list[str], rows: list[tup
     console.print(table)
 
 
+def print_webhook(console: Console, hooks: dict[str, Any], alert_rows: int) -> bool:
+    """The webhook receiver's tally; False when alerts were written but none reached the receiver, or
+    a delivery carried a wrong signature."""
+    rows = [(status, n) for status, n in hooks.get("by_status", {}).items()]
+    print_table(
+        console,
+        f"alert webhook: signed POSTs received at {hooks.get('url')}",
+        ["alert status", "deliveries"],
+        rows,
+    )
+    delivered, distinct, bad = (
+        hooks.get("deliveries", 0),
+        hooks.get("distinct_alerts", 0),
+        hooks.get("bad_signatures", 0),
+    )
+    good = not bad and (delivered > 0 or alert_rows == 0)
+    mark = "[green]✓[/]" if good else "[red]✗[/]"
+    console.print(
+        f"{mark} webhook: {delivered} deliveries of {distinct} distinct alerts "
+        f"({alert_rows} alert rows in ClickHouse), {bad} with a bad signature"
+    )
+    return good
+
+
 def _detections_of(client: Any, camera_id: str, start_ms: int, last_s: int = 60) -> list[r.Detections]:
     res = client.query(
         "SELECT frame_seq, toUnixTimestamp64Milli(capture_ts), width, height, model_name, model_version, "

@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,9 +20,65 @@ from pydantic_settings import (
 )
 
 from connectors.settings import SinkSettings
+from its.console.settings import ConsoleSettings
+from its.privacy.settings import PrivacySettings
 from processors.analytics.settings import AnalyticsSettings
 from processors.inference.settings import InferenceSettings
 from producers.settings import EdgeSettings
+from schemas.validate import InputLimits
+
+
+class KafkaSecurity(BaseModel):
+    """Client-side Kafka security (``ITS_KAFKA_SECURITY__*``): TLS, SASL/SCRAM or mutual TLS, signing.
+
+    Mapped into every librdkafka config by ``Settings.kafka_config``; ``kafka_client`` entries win.
+    """
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"] = Field(
+        "PLAINTEXT", description="security.protocol: SASL_SSL (SCRAM over TLS) or SSL (mutual TLS)"
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="sasl.mechanism (SASL_* protocols only)"
+    )
+    sasl_username: str | None = Field(None, description="sasl.username: this component's principal")
+    sasl_password: SecretStr | None = Field(None, description="sasl.password")
+    ssl_ca_location: Path | None = Field(None, description="PEM of the CA that signed the broker")
+    ssl_certificate_location: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_key_location: Path | None = Field(None, description="client private key (mutual TLS)")
+    ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted client key")
+    ssl_endpoint_identification: bool = Field(True, description="check the broker's name against its cert")
+    signer: str | None = Field(None, description="edge site: sign records as this (edge-<camera prefix>)")
+    signing_key: SecretStr | None = Field(None, description="edge site: its issued signing key (hex)")
+    signing_secret: SecretStr | None = Field(
+        None, description="processors: platform secret that verifies (and signs) edge-topic records"
+    )
+
+    def librdkafka(self) -> dict[str, object]:
+        """The librdkafka properties of these settings (nothing for PLAINTEXT)."""
+        conf: dict[str, object] = {}
+        if self.protocol == "PLAINTEXT":
+            return conf
+        conf["security.protocol"] = self.protocol.lower()
+        if self.protocol.startswith("SASL"):
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            if self.sasl_username is not None:
+                conf["sasl.username"] = self.sasl_username
+            if self.sasl_password is not None:
+                conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.protocol.endswith("SSL"):
+            for name, path in (
+                ("ssl.ca.location", self.ssl_ca_location),
+                ("ssl.certificate.location", self.ssl_certificate_location),
+                ("ssl.key.location", self.ssl_key_location),
+            ):
+                if path is not None:
+                    conf[name] = str(path.expanduser().resolve())
+            if self.ssl_key_password is not None:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+            conf["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_endpoint_identification else "none"
+            )
+        return conf
 
 
 class Settings(BaseSettings):
@@ -41,6 +98,10 @@ class Settings(BaseSettings):
     kafka_client: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka settings (security.protocol, sasl.*, ssl.*)"
     )
+    kafka_security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity, description="TLS / SASL / mutual-TLS client settings and signing"
+    )
+    kafka_mtls_port: int = Field(9094, description="Mutual-TLS listener of the local broker (--secure)")
 
     schema_registry_url: str = Field("http://127.0.0.1:8081", description="Confluent-compatible registry")
     schema_registry_topic: str = Field(
@@ -55,6 +116,9 @@ class Settings(BaseSettings):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    input_limits: InputLimits = Field(default_factory=InputLimits)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field("json", description="json (one object a line) or text")
@@ -104,7 +168,11 @@ class Settings(BaseSettings):
 
     def kafka_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka configuration for any client: bootstrap plus security settings plus overrides."""
-        conf: dict[str, object] = {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_client}
+        conf: dict[str, object] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            **self.kafka_security.librdkafka(),
+            **self.kafka_client,  # the raw escape hatch wins over the typed settings
+        }
         conf.update(overrides)
         return conf
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from infra.kafka.signing import Signer
 from its.service import Service
 from its.settings import Settings
 from producers import metrics as m
@@ -426,6 +427,7 @@ class EdgeRunner:
             spool_max_bytes=e.spool_max_bytes,
             spool_after_s=e.spool_after_s,
             detections_compression=e.detections_compression,
+            signer=Signer.from_settings(settings),
         )
         self.stop_event = threading.Event()
         self.detectors = DetectorPool(settings)

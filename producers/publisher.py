@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
+from infra.kafka.signing import Signer, make_producer
 from producers import metrics as m
 from producers.spool import DiskSpool, Position, SpoolRecord
 from schemas.topics import FRAMES
@@ -162,6 +163,7 @@ class Publisher:
         spool_max_bytes: int = 1024**3,
         spool_after_s: float = 3.0,
         detections_compression: str = "zstd",
+        signer: Signer | None = None,
     ) -> None:
         self.stats = PublisherStats()
         self.inflight_max = inflight_max
@@ -172,8 +174,11 @@ class Publisher:
         rd_logger = logging.getLogger("producers.librdkafka")
         common = {"error_cb": self._on_error, "logger": rd_logger}
         # Two producers: JPEG frames gain nothing from compression; detections and health gain a lot.
-        self._frames = Producer({**producer_config(kafka_conf, "none"), **common})
-        self._records = Producer({**producer_config(kafka_conf, detections_compression), **common})
+        # A signer (secure deployments) adds the site's signature headers to every record.
+        self._frames = make_producer({**producer_config(kafka_conf, "none"), **common}, signer)
+        self._records = make_producer(
+            {**producer_config(kafka_conf, detections_compression), **common}, signer
+        )
         self.spooling = False
         self.fatal: str | None = None
         self._last_progress = time.monotonic()

@@ -129,7 +129,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         ALERT_ACKS,
-        6,
+        24,  # the detections topic's count: an ack reaches the analytics instance owning the camera
         "its.AlertAck",
         "operator acknowledgements of alerts; analytics stops escalating what is acknowledged",
         {**_COMMON, "retention.ms": str(30 * DAY_MS)},

@@ -2,6 +2,8 @@
 
 Each catalogue topic maps to one table. Columns are appended record by record into Python lists
 and turned into one Arrow table at flush time: the insert itself is columnar (no per-row SQL).
+The high-volume topics (``COLUMNAR``) skip the record objects: a whole batch of Kafka values is
+decoded straight into Arrow columns (``ColumnarRows``), about ten times less CPU per row.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from schemas import contracts
 from schemas import records as r
 from schemas import topics as t
+from schemas.columnar import BatchDecoder, Decoded, pack
+from schemas.errors import RecordDecodeError
+from schemas.serde import AvroDeserializer, TopicSerde
 
 TS = pa.timestamp("ms", tz="UTC")
 _STR = pa.string()
@@ -175,6 +183,11 @@ def _health(h: r.Health) -> tuple[Any, ...]:
     )
 
 
+def _audit(a: r.AuditEntry) -> tuple[Any, ...]:
+    return (a.audit_id, a.ts_ms, a.actor, a.action, a.target, a.outcome, a.reason,
+            list(a.details.items()), a.component)  # fmt: skip
+
+
 def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
     return pa.schema([*fields, ("_partition", pa.uint16()), ("_offset", pa.int64())])
 
@@ -246,6 +259,14 @@ TABLES: dict[str, TableSpec] = {
         ),
         _health,
     ),
+    t.AUDIT: TableSpec(  # append-only trail (migration 0003)
+        "audit",
+        _schema(
+            ("audit_id", _STR), ("ts", TS), ("actor", _STR), ("action", _STR), ("target", _STR),
+            ("outcome", _STR), ("reason", _STR), ("details", _map(_STR, _STR)), ("component", _STR),
+        ),
+        _audit,
+    ),
 }  # fmt: skip
 
 
@@ -257,24 +278,197 @@ def keep_detection(record: r.Detections, sample: float) -> bool:
     return h < sample * 2**32
 
 
-class TableBuffer:
-    """Rows of one table for one batch, kept as one list per column."""
+def keep_detections(table: pa.Table, sample: float) -> np.ndarray:
+    """``keep_detection`` for every row of a detections table (True: keep)."""
+    if sample >= 1.0:
+        return np.ones(table.num_rows, bool)
+    cams, seqs = table["camera_id"].to_pylist(), table["frame_seq"].to_pylist()
+    limit = sample * 2**32
+    return np.fromiter(
+        (zlib.crc32(f"{c}:{s}".encode()) < limit for c, s in zip(cams, seqs, strict=True)), bool, len(cams)
+    )
 
-    __slots__ = ("_cols", "rows", "spec")
+
+class TableBuffer:
+    """Rows of one table for one batch: Arrow pieces from the columnar path, lists from the record path.
+
+    ``seq`` numbers rows in arrival order; when both paths fed one batch, ``to_arrow`` restores that
+    order, so the block inserted is the one the record path alone would have built.
+    """
+
+    __slots__ = ("_cols", "_seqs", "_table_seqs", "_tables", "rows", "spec")
 
     def __init__(self, spec: TableSpec) -> None:
         self.spec = spec
         self._cols: list[list[Any]] = [[] for _ in spec.names]
+        self._seqs: list[int] = []
+        self._tables: list[pa.Table] = []
+        self._table_seqs: list[np.ndarray] = []
         self.rows = 0
 
-    def add(self, record: Any, partition: int, offset: int) -> None:
+    def add(self, record: Any, partition: int, offset: int, seq: int = -1) -> None:
         values = (*self.spec.row(record), partition, offset)
         for col, value in zip(self._cols, values, strict=True):
             col.append(value)
+        self._seqs.append(seq)
         self.rows += 1
 
+    def add_table(self, table: pa.Table, seqs: np.ndarray) -> None:
+        """Rows already built as Arrow (``spec.schema``), with their arrival numbers."""
+        if table.num_rows:
+            self._tables.append(table)
+            self._table_seqs.append(seqs)
+            self.rows += table.num_rows
+
     def to_arrow(self) -> pa.Table:
-        arrays = [
-            pa.array(col, type=field.type) for col, field in zip(self._cols, self.spec.schema, strict=True)
-        ]
-        return pa.Table.from_arrays(arrays, schema=self.spec.schema)
+        pieces = list(self._tables)
+        if self._seqs or not pieces:
+            arrays = [
+                pa.array(col, type=field.type)
+                for col, field in zip(self._cols, self.spec.schema, strict=True)
+            ]
+            pieces.append(pa.Table.from_arrays(arrays, schema=self.spec.schema))
+        if len(pieces) == 1:
+            return pieces[0]
+        table = pa.concat_tables(pieces).combine_chunks()
+        if self._seqs and self._tables:
+            seqs = np.concatenate([*self._table_seqs, np.array(self._seqs, np.int64)])
+            order = np.argsort(seqs, kind="stable")
+            if (np.diff(order) != 1).any():
+                table = table.take(order)
+        return table
+
+
+# --- the columnar path: Kafka values -> Arrow rows without a record object ------------------------
+# For the high-volume topics only; every other table, and every record the batch decoder marks bad,
+# takes the record path above, so the two paths give identical rows (a unit test compares them).
+
+
+def _detections_columns(d: Decoded) -> list[pa.Array]:
+    cls = d["class_ids"]
+    assert cls.counts is not None
+    return [
+        d.strings("camera_id"),
+        pa.array(d.values("capture_ts_ms"), TS),
+        pa.array(d.fit(d.values("frame_seq"), np.uint64)),
+        pa.array(d.values("processed_ts_ms"), TS),
+        pa.array(d.fit(d.values("width"), np.uint16)),
+        pa.array(d.fit(d.values("height"), np.uint16)),
+        d.strings("model_name"),
+        d.strings("model_version"),
+        d.symbols("source"),
+        pa.array(d.fit(cls.counts, np.uint16)),
+        d.lists("class_ids", pa.uint8()),
+        d.lists("scores", f32),
+        d.lists("boxes", f32),
+        d.lists("track_ids", i64),  # null -> [] as ``track_ids or []``
+        pa.array(d.values("inference_ms"), f32),
+    ]
+
+
+def _event_columns(d: Decoded) -> list[pa.Array]:
+    def optional(path: str, dtype: pa.DataType, fit: Any = None) -> pa.Array:
+        values, valid = d.values(path), d.valid(path)
+        if fit is not None:
+            values = d.fit(np.where(valid, values, 0), fit)
+        return pa.array(values, dtype, mask=~valid)
+
+    speed, found = d.map_lookup("measurements", "speed_kmh")
+    with np.errstate(over="ignore"):  # a double beyond float32 becomes inf, as pa.array makes it
+        speed32 = speed.astype(np.float32)
+    ref = pc.binary_join_element_wise(
+        d.strings("evidence.frame_ref.topic", None),
+        pc.cast(pa.array(d.values("evidence.frame_ref.partition"), i64), _STR),
+        pc.cast(pa.array(d.values("evidence.frame_ref.offset"), i64), _STR),
+        "/",
+    )
+    return [
+        d.strings("event_id"),
+        d.strings("camera_id"),
+        d.symbols("event_type"),
+        d.symbols("severity"),
+        pa.array(d.values("ts_ms"), TS),
+        optional("end_ts_ms", TS),
+        optional("track_id", i64),
+        optional("class_id", pa.uint8(), np.uint8),
+        d.strings("lane_id"),
+        d.strings("line_id"),
+        d.strings("direction"),
+        pa.array(d.values("confidence"), f32),
+        pa.array(speed32, f32, mask=~found),
+        d.maps("measurements", f64),
+        d.strings("signal_phase"),
+        d.strings("model_version"),
+        d.maps("attributes", _STR),
+        optional("evidence.frame_seq", pa.uint64(), np.uint64),
+        pc.fill_null(ref, ""),
+    ]
+
+
+# Catalogue topic -> its table's columns from a decoded batch (in schema order, without _partition/_offset).
+COLUMNAR: dict[str, Callable[[Decoded], list[pa.Array]]] = {
+    t.DETECTIONS: _detections_columns,
+    t.EVENTS: _event_columns,
+}
+
+
+class ColumnarRows:
+    """Kafka values of one topic -> rows of its table, decoded in one batch (see ``schemas.columnar``).
+
+    Values that are not plain Confluent-framed records of the reader's own schema, and records the
+    batch decoder or a range check marks bad, are left to the record path (``rest``), which decodes
+    them with fastavro and gives today's row or today's dead letter.
+    """
+
+    def __init__(self, topic: str, same_schema: Callable[[int], bool]) -> None:
+        """``same_schema(id)``: the registry's schema ``id`` is this topic's contract (no resolution)."""
+        self.spec = TABLES[topic]
+        self.columns = COLUMNAR[topic]
+        self.same_schema = same_schema
+        self.decoder = BatchDecoder(contracts.parsed(TopicSerde.record_type(topic).AVRO_NAME))
+
+    def build(
+        self, values: list[bytes | None], partitions: np.ndarray, offsets: np.ndarray
+    ) -> tuple[pa.Table | None, np.ndarray, np.ndarray]:
+        """(table, rows: the input index of each table row, rest: input indexes for the record path)."""
+        buf, start, end = pack([v or b"" for v in values])
+        n = len(values)
+        ok = end - start >= 5
+        head = buf[np.where(ok, start, 0)[:, None] + np.arange(5)].astype(np.int64)
+        ok &= head[:, 0] == 0
+        ids = (head[:, 1] << 24) | (head[:, 2] << 16) | (head[:, 3] << 8) | head[:, 4]
+        for sid in np.unique(ids[ok]).tolist():
+            if not self.same_schema(sid):
+                ok &= ids != sid
+        rows = np.flatnonzero(ok)
+        for _ in range(3):  # a retry drops the bad rows; a third failure leaves all to the record path
+            if not rows.size:
+                break
+            decoded = self.decoder.decode(buf, start[rows] + 5, end[rows])
+            table = None
+            if not decoded.bad.any():
+                arrays = self.columns(decoded)
+                if not decoded.bad.any():
+                    arrays += [pa.array(partitions[rows], pa.uint16()), pa.array(offsets[rows], i64)]
+                    table = pa.Table.from_arrays(arrays, schema=self.spec.schema)
+            if table is not None:
+                rest = np.setdiff1d(np.arange(n), rows, assume_unique=True)
+                return table, rows, rest
+            rows = rows[~decoded.bad]
+        return None, rows[:0], np.arange(n)
+
+
+def reader_schema_check(deserializer: AvroDeserializer[Any]) -> Callable[[int], bool]:
+    """``same_schema`` for ``ColumnarRows`` from the record path's deserializer and its registry cache."""
+    known: dict[int, bool] = {}
+
+    def same(schema_id: int) -> bool:
+        if schema_id not in known:
+            try:
+                # (writer, None) when the writer schema is the reader's contract.
+                known[schema_id] = deserializer._writer(schema_id, ("", -1, -1))[1] is None
+            except RecordDecodeError:
+                return False  # unknown id (for now): the record path names it in the dead letter
+        return known[schema_id]
+
+    return same

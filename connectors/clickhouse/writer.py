@@ -39,12 +39,23 @@ class ArrowWriter:
         """Insert ``data`` (columns named like the table's) as one block; returns its row count."""
         if not data.num_rows:
             return 0
-        settings = {"insert_deduplication_token": token} if token else {}
+        # The rollup views deduplicate by themselves: a batch inserted again (the sink's redo of a
+        # batch killed mid-INSERT) reaches the views that missed it, not those that have it.
+        settings: dict[str, Any] = (
+            {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+            if token
+            else {}
+        )
         if self._chdb is None:
             self.client.insert_arrow(table, data, database=self.database, settings=settings)
             return data.num_rows
         names = ", ".join(quote_identifier(n) for n in data.column_names)
-        clause = f" SETTINGS insert_deduplication_token = {_quote(token)}" if token else ""
+        clause = (
+            f" SETTINGS insert_deduplication_token = {_quote(token)}, "
+            "deduplicate_blocks_in_dependent_materialized_views = 1"
+            if token
+            else ""
+        )
         its_arrow_batch = data  # noqa: F841 - chdb's Python() finds this local by name
         self._chdb.query(
             f"INSERT INTO {quote_identifier(self.database)}.{quote_identifier(table)} ({names}){clause} "

@@ -10,6 +10,7 @@ State lives under ``<data_dir>/kafka``::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -26,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra.kafka.acls import acl_table, create_acls, upsert_scram_users
 from infra.kafka.config import log4j_properties, render_properties, server_properties
 from infra.kafka.errors import KafkaRuntimeError
 from infra.kafka.jars import ensure_jars, file_lock
 from infra.kafka.java import require_java
+from infra.kafka.security import BrokerSecurity, Via
 from infra.process import process_alive
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ class KafkaStatus:
     data_dir: Path
     log_file: Path
     started_at: float | None  # epoch seconds
+    secure: bool = False  # SASL_SSL + mutual TLS + ACLs (``LocalKafka(secure=True)``)
+    mtls_bootstrap: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -97,9 +102,17 @@ class LocalKafka:
         host: str = "127.0.0.1",
         heap: str = "768m",
         extra_properties: dict[str, str] | None = None,
+        secure: bool = False,
+        mtls_port: int | None = None,
+        registry_topic: str = "_its_schemas",
+        jvm_options: tuple[str, ...] = (),
     ) -> None:
         if port == controller_port:
             raise KafkaRuntimeError(f"broker port and controller port are both {port}; they must differ")
+        if secure and mtls_port in (None, port, controller_port):
+            raise KafkaRuntimeError(
+                "a secure broker needs an mTLS port other than its broker/controller ports"
+            )
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.cache_dir = Path(cache_dir).expanduser().resolve()
         self.version = version
@@ -108,10 +121,14 @@ class LocalKafka:
         self.controller_port = controller_port
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
+        self.secure = secure
+        self.mtls_port = mtls_port
+        self.registry_topic = registry_topic  # the schema registry principal's topic (ACL)
+        self.jvm_options = tuple(jvm_options)  # e.g. a short-lived test broker's JIT settings
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalKafka:
+    def from_settings(cls, settings: Settings, *, secure: bool = False) -> LocalKafka:
         host, port = settings.kafka_host_port
         return cls(
             settings.data_path,
@@ -120,6 +137,9 @@ class LocalKafka:
             port,
             settings.kafka_controller_port,
             host=host,
+            secure=secure,
+            mtls_port=settings.kafka_mtls_port if secure else None,
+            registry_topic=settings.schema_registry_topic,
         )
 
     # Paths ------------------------------------------------------------------------------------------
@@ -163,6 +183,49 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def mtls_bootstrap(self) -> str | None:
+        return f"{self.host}:{self.mtls_port}" if self.secure else None
+
+    # Security (secure mode) -------------------------------------------------------------------------
+    @property
+    def security(self) -> BrokerSecurity:
+        """Certificates, passwords and signing keys of this broker (``secure=True`` only)."""
+        if not self.secure:
+            raise KafkaRuntimeError("this broker runs without security (start it with secure=True)")
+        return BrokerSecurity(self.home, self.host)
+
+    def client_config(self, principal: str = "admin", via: Via = "sasl") -> dict[str, object]:
+        """librdkafka settings to connect as ``principal``; plain ``bootstrap.servers`` without security."""
+        if not self.secure:
+            return {"bootstrap.servers": self.bootstrap}
+        assert self.mtls_bootstrap is not None
+        return self.security.client_config(
+            principal, bootstrap=self.bootstrap, mtls_bootstrap=self.mtls_bootstrap, via=via
+        )
+
+    def client_env(self, principal: str, via: Via = "sasl") -> dict[str, str]:
+        """``ITS_*`` environment of a component that connects as ``principal`` (secure mode)."""
+        assert self.mtls_bootstrap is not None
+        return self.security.client_env(
+            principal, bootstrap=self.bootstrap, mtls_bootstrap=self.mtls_bootstrap, via=via
+        )
+
+    def apply_security(self, timeout: float = 30.0) -> int:
+        """SCRAM users and ACLs of every principal (idempotent; run at start and after ``add_edge_site``)."""
+        admin = AdminClient(
+            self.client_config("admin", via="mtls"), logger=logging.getLogger("infra.kafka.librdkafka")
+        )
+        upsert_scram_users(admin, self.security.passwords(), timeout)
+        return create_acls(admin, acl_table(self.registry_topic, self.security.edge_sites()), timeout)
+
+    def add_edge_site(self, camera_prefix: str) -> str:
+        """Onboard an edge site: certificate, SCRAM user and WRITE ACLs; returns its principal."""
+        principal = self.security.add_edge_site(camera_prefix)
+        if self.is_running():
+            self.apply_security()
+        return principal
+
     # Preparation ------------------------------------------------------------------------------------
     def ensure_jars(self) -> Path:
         """The jar directory for this version, fetched with Maven on first use."""
@@ -172,12 +235,20 @@ class LocalKafka:
         """(Re)write server.properties and log4j.properties; ports may change between starts."""
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        extra = dict(self.extra_properties)
+        if self.secure:
+            assert self.mtls_port is not None
+            self.security.ensure()
+            secure = self.security.server_properties(
+                self.host, self.port, self.mtls_port, self.controller_port
+            )
+            extra = {**secure, **extra}
         props = server_properties(
             host=self.host,
             port=self.port,
             controller_port=self.controller_port,
             log_dirs=self.log_dirs,
-            extra=self.extra_properties,
+            extra=extra,
         )
         self.config_file.write_text(render_properties(props))
         self.log4j_file.write_text(log4j_properties())
@@ -194,6 +265,7 @@ class LocalKafka:
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",  # a half-dead broker is worse than a dead one
             "-Djava.awt.headless=true",
+            *self.jvm_options,
             f"-Dlog4j.configuration=file:{self.log4j_file}",
             f"-Dkafka.logs.dir={self.logs_dir}",
             "-cp",
@@ -220,12 +292,18 @@ class LocalKafka:
             return existing
         self.write_config()
         tool = "kafka.tools.StorageTool"
-        uuid = subprocess.run(
-            self._java_cmd(tool, "random-uuid"), capture_output=True, text=True, timeout=120, check=False
-        )
-        cluster_id = (
-            uuid.stdout.strip().splitlines()[-1] if uuid.returncode == 0 and uuid.stdout.strip() else ""
-        )
+        if self.secure:
+            # Kafka's Uuid text form (16 random bytes, URL-safe base64, no padding) without a JVM start.
+            cluster_id = ""
+            while not cluster_id or cluster_id.startswith("-"):
+                cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        else:
+            uuid = subprocess.run(
+                self._java_cmd(tool, "random-uuid"), capture_output=True, text=True, timeout=120, check=False
+            )
+            cluster_id = (
+                uuid.stdout.strip().splitlines()[-1] if uuid.returncode == 0 and uuid.stdout.strip() else ""
+            )
         if not cluster_id:
             raise KafkaRuntimeError(f"StorageTool random-uuid failed: {(uuid.stderr or uuid.stdout)[-2000:]}")
         fmt = subprocess.run(
@@ -275,7 +353,10 @@ class LocalKafka:
             if pid is not None:
                 log.info("Kafka already running", extra={"pid": pid, "bootstrap": self.bootstrap})
                 return self.status()
-            for name, port in (("broker", self.port), ("controller", self.controller_port)):
+            ports = [("broker", self.port), ("controller", self.controller_port)]
+            if self.secure and self.mtls_port is not None:
+                ports.append(("mTLS", self.mtls_port))
+            for name, port in ports:
                 if _port_in_use(self.host, port):
                     raise KafkaRuntimeError(
                         f"{self.host}:{port} ({name} port) is in use by another process, not by the broker "
@@ -302,6 +383,8 @@ class LocalKafka:
             log.info("Kafka starting", extra={"pid": self._proc.pid, "bootstrap": self.bootstrap})
             try:
                 self._wait_ready(cluster_id, started + timeout)
+                if self.secure:
+                    self.apply_security()
             except BaseException:
                 self.stop(timeout=10)
                 raise
@@ -317,6 +400,8 @@ class LocalKafka:
                 "controller": f"{self.host}:{self.controller_port}",
                 "cluster_id": cluster_id,
                 "started_at": time.time(),
+                "secure": self.secure,
+                "mtls_bootstrap": self.mtls_bootstrap,
             }
             self.state_file.write_text(json.dumps(state, indent=2) + "\n")
             log.info(
@@ -327,9 +412,12 @@ class LocalKafka:
 
     def _wait_ready(self, cluster_id: str, deadline: float) -> None:
         """Poll until metadata comes from *our* cluster and the controller accepts a topic creation."""
+        # Secure mode: the admin's certificate on the mTLS listener works before any SCRAM user exists.
+        conf = (
+            self.client_config("admin", via="mtls") if self.secure else {"bootstrap.servers": self.bootstrap}
+        )
         admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000},
-            logger=logging.getLogger("infra.kafka.librdkafka"),
+            {**conf, "socket.timeout.ms": 2000}, logger=logging.getLogger("infra.kafka.librdkafka")
         )
         last_error = "no answer yet"
         while True:
@@ -435,6 +523,8 @@ class LocalKafka:
             data_dir=self.home,
             log_file=self.log_file,
             started_at=state.get("started_at"),
+            secure=bool(state.get("secure", self.secure)),
+            mtls_bootstrap=state.get("mtls_bootstrap", self.mtls_bootstrap),
         )
 
     def tail_log(self, lines: int = 50, *, stdout: bool = False) -> list[str]:

@@ -21,8 +21,9 @@ import numpy as np
 
 from its.benchmarks.report import BenchReport, Case, machine
 from processors.analytics.engine import CameraEngine
+from processors.analytics.scene import SceneModel
 from processors.analytics.settings import AnalyticsSettings
-from processors.analytics.tracker import Tracker, TrackerParams
+from processors.analytics.tracker import GroundMap, Tracker, TrackerParams
 from schemas import records as r
 from schemas.boxes import Boxes
 
@@ -235,8 +236,11 @@ def throughput(frames: int = 3000, objects: int = 20) -> BenchReport:
     ours_fps = timed(ours)
     tracker_only = []
 
+    # The tracker as the engine runs it: with the camera's ground-plane model.
+    ground = GroundMap(SceneModel(cam).homography, (640.0, 360.0))
+
     def ours_tracker() -> None:
-        tr = Tracker()
+        tr = Tracker(ground=ground)
         for d in dets:
             b = np.asarray(d.boxes).reshape(-1, 4)
             dead = tr.update(d.capture_ts_ms, b, np.asarray(d.scores), np.asarray(d.class_ids), (1280, 720))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import typer
 
+from its.cli import alerts as alerts_cli
 from its.cli import bench, db, kafka, registry, topics
 from its.cli import camera as camera_cli
+from its.cli import console as console_cli
 from its.cli import dr as dr_cli
 from its.cli import edge as edge_cli
 from its.cli import eval as eval_cli
+from its.cli import load as load_cli
 from its.cli import model as model_cli
+from its.cli import privacy as privacy_cli
 from its.cli import process as process_cli
 from its.cli import replay as replay_cli
 from its.cli import simulate as simulate_cli
@@ -33,6 +37,10 @@ app.add_typer(process_cli.app, name="process", help="Stream processors: inferenc
 app.add_typer(model_cli.app, name="model", help="Model registry (its.models.v1) and export")
 app.command("simulate")(simulate_cli.simulate_cmd)
 app.add_typer(eval_cli.app, name="eval", help="Accuracy of the analytics on simulated scenarios")
+app.add_typer(privacy_cli.app, name="privacy", help="Privacy: erase a camera's data for a time range")
+app.command("console")(console_cli.console)
+app.add_typer(load_cli.app, name="load", help="Load test: simulated cameras through analytics and the sink")
+app.add_typer(alerts_cli.app, name="alerts", help="Alert acknowledgements (its.alert-acks.v1)")
 
 
 @app.callback()

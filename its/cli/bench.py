@@ -47,7 +47,7 @@ def _print(report: BenchReport, as_json: bool) -> None:
         table.add_row(
             c.case,
             f"{c.metric} ({c.unit})",
-            f"{c.ours:,}",
+            f"{c.ours:,}" if c.ours is not None else "-",  # None: not measured (the case says why)
             f"{c.peer:,}" if c.peer else "-",
             c.peer_name,
             f"{c.ratio}" if c.ratio else "-",
@@ -102,7 +102,9 @@ BENCHES["sink"] = _sink
 @app.command("sink")
 def sink_cmd(
     records: int = typer.Option(50_000, help="detection frames and events per case"),
-    server: str | None = typer.Option(None, help="also measure against this http(s):// ClickHouse server"),
+    server: str | None = typer.Option(
+        None, "--server", "--clickhouse-url", help="also measure against this http(s):// ClickHouse server"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Rows/s through the exactly-once sink next to a plain clickhouse-connect bulk insert (needs Kafka)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import time
 from urllib.parse import urlparse
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.kafka import KafkaRuntimeError, KafkaStatus, LocalKafka
+from infra.kafka.acls import acl_table
 from infra.schema_registry import runner as registry
 from infra.topics import describe_topics, drift
 from its.settings import get_settings
@@ -23,8 +26,17 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _broker() -> LocalKafka:
-    return LocalKafka.from_settings(get_settings())
+def _broker(secure: bool = False) -> LocalKafka:
+    return LocalKafka.from_settings(get_settings(), secure=secure)
+
+
+def _secure_broker() -> LocalKafka:
+    """The local broker in secure mode; exits when it was never started with ``--secure``."""
+    broker = _broker(secure=True)
+    if not broker.security.credentials_file.is_file():
+        err.print(f"No secure broker state under {broker.home}; run `its kafka start --secure` first")
+        raise typer.Exit(1)
+    return broker
 
 
 def _human_ms(value: str | None) -> str:
@@ -93,15 +105,23 @@ def _topics_table(info: dict[str, dict]) -> Table:
 
 
 @app.command()
-def start(timeout: float = typer.Option(120.0, help="Seconds to wait for the broker to be ready")) -> None:
+def start(
+    timeout: float = typer.Option(120.0, help="Seconds to wait for the broker to be ready"),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="SASL_SSL (SCRAM-SHA-512) on the bootstrap port, mutual TLS on ITS_KAFKA_MTLS_PORT, ACLs; "
+        "a throwaway CA and all credentials under the data dir (see `its kafka credentials`)",
+    ),
+) -> None:
     """Start the broker in the background (fetches the jars from Maven Central the first time)."""
-    broker = _broker()
+    broker = _broker(secure=secure)
     if broker.is_running():
         status = broker.status()
         console.print(
             f"Kafka {status.version or ''} already running at {status.bootstrap} (pid {status.pid})"
         )
-        _start_registry()
+        _start_registry(broker)
         return
     began = time.monotonic()
     try:
@@ -114,11 +134,20 @@ def start(timeout: float = typer.Option(120.0, help="Seconds to wait for the bro
         f"Kafka {status.version} running at {status.bootstrap} (pid {status.pid}, "
         f"ready in {time.monotonic() - began:.1f} s); log: {status.log_file}"
     )
-    _start_registry()
+    if secure:
+        console.print(
+            f"Secure: SASL_SSL/SCRAM-SHA-512 at {status.bootstrap}, mutual TLS at {status.mtls_bootstrap}, "
+            f"ACLs on; credentials under {broker.security.dir} (`its kafka credentials PRINCIPAL`)"
+        )
+    _start_registry(broker)
 
 
-def _start_registry() -> None:
+def _start_registry(broker: LocalKafka | None = None) -> None:
     """Start the local schema registry beside the broker, unless a remote registry is configured."""
+    if broker is not None and broker.secure and broker.security.credentials_file.is_file():
+        # The registry's own principal: it persists to Kafka like any other component.
+        os.environ.update(broker.client_env("schema-registry"))
+        get_settings.cache_clear()
     settings = get_settings()
     if not registry_is_local(settings):
         return
@@ -169,6 +198,12 @@ def status() -> None:
         + (f" (local pid {reg['pid']})" if reg.get("pid") else "")
     )
     if not reachable:
+        if local.running and local.secure:
+            console.print(
+                f"[red]The secure broker refused this client[/] at {settings.kafka_bootstrap}: "
+                'set credentials first, e.g. eval "$(its kafka credentials admin)".'
+            )
+            raise typer.Exit(1)
         console.print(
             f"[red]Kafka is down:[/] nothing answers at {settings.kafka_bootstrap}. Run `its kafka start`."
         )
@@ -203,3 +238,51 @@ def logs(
                     time.sleep(0.5)
         except KeyboardInterrupt:
             pass
+
+
+@app.command()
+def credentials(
+    principal: str = typer.Argument(..., help="admin, inference, analytics, sink, edge-<prefix>, ..."),
+    via: str = typer.Option("sasl", help="sasl (SCRAM over TLS) or mtls (client certificate)"),
+) -> None:
+    """Print the ``ITS_*`` environment that makes a component connect (and sign) as PRINCIPAL."""
+    broker = _secure_broker()
+    if via not in ("sasl", "mtls"):
+        err.print("--via is sasl or mtls")
+        raise typer.Exit(2)
+    known = set(broker.security.passwords()) - {"broker"}
+    if principal not in known:
+        err.print(f"Unknown principal {principal!r}; known: {', '.join(sorted(known))}")
+        raise typer.Exit(1)
+    for name, value in broker.client_env(principal, via=via).items():  # type: ignore[arg-type]
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+@app.command("add-edge")
+def add_edge(
+    camera_prefix: str = typer.Argument(..., help="Camera-id prefix the site owns, e.g. north-"),
+) -> None:
+    """Onboard an edge site: principal edge-PREFIX, SCRAM password, certificate, WRITE ACLs, signing key."""
+    broker = _secure_broker()
+    try:
+        principal = broker.add_edge_site(camera_prefix)
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    console.print(f"Edge site {principal} ready; `its kafka credentials {principal}` prints its settings")
+
+
+@app.command()
+def acls() -> None:
+    """The ACL table the secure broker enforces (edge sites included)."""
+    settings = get_settings()
+    sites: list[str] = []
+    broker = _broker(secure=True)
+    if broker.security.credentials_file.is_file():
+        sites = broker.security.edge_sites()
+    table = Table(title="Kafka ACLs (ALLOW; everything else is denied; admin and broker are super users)")
+    for col in ("principal", "resource", "name", "operations"):
+        table.add_column(col)
+    for g in acl_table(settings.schema_registry_topic, sites):
+        table.add_row(g.principal, g.resource, g.name + ("*" if g.prefixed else ""), ", ".join(g.operations))
+    console.print(table)

@@ -8,7 +8,9 @@ minutes (level 2 supervisor, level 3 management); LOW severity incidents do not 
 batches them). An incident with no new event for ``resolve_after_s`` is resolved. All times are event
 times (capture timestamps), so a replay produces the same alerts with the same ids.
 
-Acknowledgements are not an input of the analytics processor yet, so escalation runs on time alone.
+An operator's acknowledgement (``AlertAck`` on its.alert-acks.v1, ``on_ack``) stops the incident's
+escalation and publishes an ACKNOWLEDGED revision; later revisions (updates, resolution) carry who
+acknowledged it and when. Acks for incidents that are no longer open change nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 from processors.analytics.rules import SUGGESTED_ACTION
 from processors.analytics.state import evidence_load, evidence_state
-from schemas.records import Alert, AlertStatus, Event, EventType, Evidence, Location, Severity
+from schemas.records import Alert, AlertAck, AlertStatus, Event, EventType, Evidence, Location, Severity
 
 TITLES: dict[EventType, str] = {
     EventType.RED_LIGHT: "Red-light running",
@@ -53,6 +55,8 @@ class Incident:
     evidence: Evidence | None = None
     dirty: bool = False
     last_measurements: dict[str, float] = field(default_factory=dict)
+    acknowledged_by: str | None = None
+    acknowledged_ts: int | None = None
 
 
 class AlertManager:
@@ -112,7 +116,10 @@ class AlertManager:
                 continue
             # Escalation goes to other recipients (supervisor, management), so the throttle does not hold it.
             level = 1
-            if inc.severity != Severity.LOW:
+            # Acknowledged: someone owns it, so nobody further up is called (the level reached stays).
+            if inc.acknowledged_by is not None:
+                level = inc.escalation_level
+            elif inc.severity != Severity.LOW:
                 level += sum(1 for t in p.escalate_after_s if now_ms - inc.first_ts >= t * 1000)
             if level > inc.escalation_level:
                 inc.escalation_level = level
@@ -126,6 +133,23 @@ class AlertManager:
                 inc.dirty = False
                 out.append(self._alert(inc, AlertStatus.UPDATED))
         return out
+
+    def on_ack(self, ack: AlertAck) -> list[Alert]:
+        """An operator acknowledged the incident: no more escalation; one ACKNOWLEDGED revision.
+
+        Matched by incident id (an ack of any revision acknowledges the incident). An ack for an incident
+        that is resolved, unknown or already acknowledged changes nothing. The throttle clock is left
+        alone: the acknowledgement is not a notification, and it arrives on wall-clock time while the
+        incident runs on event time.
+        """
+        inc = next((i for i in self.open.values() if i.incident_id == ack.incident_id), None)
+        if inc is None or inc.acknowledged_by is not None:
+            return []
+        inc.acknowledged_by = ack.acknowledged_by
+        inc.acknowledged_ts = ack.ts_ms
+        inc.revision += 1
+        inc.dirty = False  # this revision carries the latest count and evidence
+        return [self._alert(inc, AlertStatus.ACKNOWLEDGED)]
 
     def _resolve(self, inc: Incident, now_ms: int) -> list[Alert]:
         del self.open[inc.alert_type]
@@ -155,6 +179,8 @@ class AlertManager:
             event_ids=list(inc.event_ids),
             evidence=inc.evidence,
             location=self.location,
+            acknowledged_by=inc.acknowledged_by,
+            acknowledged_ts_ms=inc.acknowledged_ts,
         )
 
     # --- snapshot -----------------------------------------------------------------------------------
@@ -175,6 +201,8 @@ class AlertManager:
                 _ev_state(i.evidence),
                 i.dirty,
                 i.last_measurements,
+                i.acknowledged_by,
+                i.acknowledged_ts,
             ]
             for i in self.open.values()
         ]
@@ -196,6 +224,9 @@ class AlertManager:
                 _ev_load(row[10]),
                 row[11],
                 dict(row[12]),
+                # Snapshots written before acknowledgements existed have 13 fields.
+                row[13] if len(row) > 13 else None,
+                row[14] if len(row) > 14 else None,
             )
             self.open[inc.alert_type] = inc
 

@@ -22,7 +22,7 @@ from processors.analytics import state as st
 from processors.analytics.alerts import AlertManager, AlertPolicy
 from processors.analytics.scene import BIT_CROSSWALK, BIT_ROADWAY, BIT_STOP0, SceneModel
 from processors.analytics.settings import AnalyticsSettings
-from processors.analytics.tracker import Tracker, TrackerParams
+from processors.analytics.tracker import GroundMap, Tracker, TrackerParams
 from processors.analytics.windows import LOS_RANK, Windows
 from schemas import records as r
 from schemas.boxes import VEHICLE_CLASSES
@@ -39,6 +39,7 @@ _LEN = np.full(80, 4.5)
 for _c, _l in VEHICLE_LENGTH_M.items():
     _LEN[_c] = _l
 ET = r.EventType
+STOP_MOVE_M = 2.0  # a stop ends only after this much travel (under half a car length)
 
 
 @dataclass(slots=True)
@@ -73,6 +74,15 @@ def _fit_velocity(t: np.ndarray, g: np.ndarray, w: np.ndarray) -> tuple[np.ndarr
     return vel, n
 
 
+def _ground_ref(camera: r.Camera) -> tuple[float, float]:
+    """An image point on the ground side of the horizon: the centroid of the calibration points."""
+    cal = camera.scene.calibration
+    if cal is None or not cal.image_points:
+        return (0.0, 0.0)
+    pts = np.array([[p.x, p.y] for p in cal.image_points], dtype=np.float64)
+    return float(pts[:, 0].mean()), float(pts[:, 1].mean())
+
+
 class CameraEngine:
     """All analytics state of one camera (what a changelog snapshot carries)."""
 
@@ -87,7 +97,9 @@ class CameraEngine:
                 max_lost_s=settings.max_lost_s,
                 high_score=settings.track_high_score,
                 new_track_score=settings.track_new_score,
-            )
+            ),
+            # Track on the ground plane: image motion under perspective is not constant-velocity.
+            GroundMap(sc.homography, _ground_ref(camera)),
         )
         self.tracker.next_id = next_track_id
         n_lines, n_stop_zones = len(sc.lines), len(sc.stop_zones)
@@ -113,6 +125,7 @@ class CameraEngine:
             "ped_since": ((), np.int64, -1),
             "ped_done": ((), bool, False),
             "stopped_since": ((), np.int64, -1),
+            "stop_g": ((2,), np.float64, 0.0),  # filtered ground position where the stop began
             "block_done": ((), bool, False),
             "zone_in": ((n_stop_zones,), np.int8, 0),  # 0 never, 1 inside, 2 left
             "zone_min": ((n_stop_zones,), np.float64, np.inf),
@@ -519,13 +532,19 @@ class CameraEngine:
 
         # Stopped time (dwell) and lane blockage.
         spec = rules[ET.LANE_BLOCKAGE]
-        # Hysteresis: a stop starts below max_speed_kmh and only ends above twice that, so the speed noise
-        # of a standing vehicle's jittering box does not restart the clock.
+        # Hysteresis: a stop starts below max_speed_kmh and only ends above twice that once the vehicle
+        # has also moved STOP_MOVE_M from where it stopped (tracker-filtered ground position). Far from
+        # the camera a pixel is half a metre: one jittered box in a short fit window (after a dropout)
+        # reads as 8 km/h for a parked car, and a 60 s blockage clock must not restart on that.
         since = tr["stopped_since"][rows]
         slow = veh & (tr["hist_n"][rows] >= 3)
+        here = np.where(tr["gok"][rows][:, None], tr["g"][rows], ground)
+        moved = np.hypot(*(here - tr["stop_g"][rows]).T) > STOP_MOVE_M
         stopped = slow & np.where(
-            since >= 0, speed <= 2 * spec["max_speed_kmh"], speed <= spec["max_speed_kmh"]
+            since >= 0, (speed <= 2 * spec["max_speed_kmh"]) | ~moved, speed <= spec["max_speed_kmh"]
         )
+        start = stopped & (since < 0)
+        tr["stop_g"][rows[start]] = here[start]
         since = np.where(stopped, np.where(since < 0, ts, since), -1)
         tr["stopped_since"][rows] = since
         if spec.enabled:

@@ -13,6 +13,14 @@ committed-batch count did not move since the previous call).
 
 Co-partitioning: detections and signals of one camera must reach the same instance; with one instance
 that always holds. With several, give the signals topic the detections topic's partition count.
+Operator acknowledgements (its.alert-acks.v1) have the detections topic's partition count and key, so
+an ack reaches the instance that owns the camera's incidents and is applied in the same transaction
+as everything else (its effect is in the camera's snapshot).
+
+Latency: ``its_analytics_capture_to_event_seconds`` and ``its_analytics_capture_to_alert_seconds``
+measure from the capture timestamp to the moment the batch's outputs go to the transactional producer
+(the commit follows within ``its_stream_batch_seconds``). Records older than an hour are a replay or a
+backfill, not live latency, and are not observed.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import time
 from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import Counter, Histogram
 
 from its.settings import Settings
 from processors.analytics import state as st
@@ -30,10 +39,44 @@ from processors.analytics.scene import SceneError
 from processors.runtime import InputRecord, OutputRecord, StreamProcessor, dead_letter
 from schemas import records as r
 from schemas.serde import TopicSerde
-from schemas.topics import ALERTS, ANALYTICS_STATE, CAMERAS, DETECTIONS, EVENTS, SIGNALS, TRAFFIC_STATS
+from schemas.topics import (
+    ALERT_ACKS,
+    ALERTS,
+    ANALYTICS_STATE,
+    CAMERAS,
+    DETECTIONS,
+    EVENTS,
+    SIGNALS,
+    TRAFFIC_STATS,
+)
+from schemas.validate import ERROR_TYPE as INVALID_RECORD
+from schemas.validate import validate_detections, validate_signal
 
 log = logging.getLogger(__name__)
 NAME = "analytics"
+
+# Seconds; the seed's targets are sub-second for events, a few seconds for alerts.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+LIVE_LIMIT_S = 3600.0  # older capture times are replays or backfills: not observed as latency
+CAPTURE_TO_EVENT = Histogram(
+    "its_analytics_capture_to_event_seconds",
+    "Capture timestamp of an event to its hand-over to the transactional producer",
+    ["event_type"],
+    buckets=_LATENCY_BUCKETS,
+)
+CAPTURE_TO_ALERT = Histogram(
+    "its_analytics_capture_to_alert_seconds",
+    "Capture timestamp of the evidence frame of an alert revision raised by an event (OPEN, UPDATED) "
+    "to its hand-over to the transactional producer",
+    ["alert_type"],
+    buckets=_LATENCY_BUCKETS,
+)
+ACKS = Counter(
+    "its_analytics_acks",
+    "Operator acknowledgements read: applied, ignored (incident not open or already acknowledged), "
+    "unknown_camera",
+    ["outcome"],
+)
 
 
 def read_compacted(
@@ -103,7 +146,7 @@ class AnalyticsProcessor:
         self.runtime = StreamProcessor(
             NAME,
             settings,
-            inputs=[CAMERAS, SIGNALS, DETECTIONS],
+            inputs=[CAMERAS, SIGNALS, DETECTIONS, ALERT_ACKS],
             group_id=cfg.group_id,
             handle=self.handle,
             on_assign=self.on_assign,
@@ -179,8 +222,19 @@ class AnalyticsProcessor:
         outputs: list[OutputRecord] = []
         touched: set[str] = set()
         out = Output()
+        # Records that decode but are poison (NaN/inverted/out-of-frame boxes, clocks far off) go to the
+        # dead-letter topic with their reason instead of into a camera's state (schemas/validate.py).
+        now_ms = int(time.time() * 1000)
+        limits = self.settings.input_limits
         for inp in batch:
             rec = inp.record
+            if isinstance(rec, r.Detections | r.SignalPhase):
+                check = validate_detections if isinstance(rec, r.Detections) else validate_signal
+                reason = check(rec, now_ms, limits)  # type: ignore[arg-type]
+                if reason is not None:
+                    payload = self.serde.encode(inp.topic, rec)  # the record as read, for inspection
+                    outputs.append(dead_letter(inp, reason, INVALID_RECORD, NAME, payload=payload))
+                    continue
             if isinstance(rec, r.Camera):
                 try:
                     self.engine.on_camera(rec)  # validates; replaces an existing engine's scene
@@ -219,6 +273,19 @@ class AnalyticsProcessor:
                     rec.frame_ref = r.FrameRef(inp.topic, inp.partition, inp.offset)
                 out.extend(eng.on_detections(rec))
                 touched.add(rec.camera_id)
+            elif isinstance(rec, r.AlertAck):
+                # Not a dead letter when unknown: an ack may name a camera removed since, or an incident
+                # another instance resolved; it is an operator's note, not data that failed.
+                eng = self._camera(rec.camera_id)
+                if eng is None:
+                    ACKS.labels("unknown_camera").inc()
+                    continue
+                acked = eng.alerts.on_ack(rec)
+                ACKS.labels("applied" if acked else "ignored").inc()
+                if acked:
+                    out.alerts.extend(acked)
+                    touched.add(rec.camera_id)
+        observe_latency(out, time.time())
         outputs += [OutputRecord(EVENTS, e.camera_id, e) for e in out.events]
         outputs += [OutputRecord(ALERTS, a.camera_id, a) for a in out.alerts]
         outputs += [OutputRecord(TRAFFIC_STATS, s.camera_id, s) for s in out.stats]
@@ -230,6 +297,22 @@ class AnalyticsProcessor:
                 OutputRecord(ANALYTICS_STATE, cam, r.AnalyticsState(cam, eng.last_ts or 0, st.FORMAT, blob))
             )
         return outputs
+
+
+def observe_latency(out: Output, now_s: float) -> None:
+    """Capture -> event and capture -> alert latencies of one batch's outputs (live records only)."""
+    for e in out.events:
+        lat = now_s - e.ts_ms / 1000.0
+        if 0.0 <= lat <= LIVE_LIMIT_S:
+            CAPTURE_TO_EVENT.labels(e.event_type.value).observe(lat)
+    for a in out.alerts:
+        # Escalations and resolutions are raised by the clock, not by a frame: no capture to measure from.
+        if a.status not in (r.AlertStatus.OPEN, r.AlertStatus.UPDATED):
+            continue
+        ts = a.evidence.capture_ts_ms if a.evidence is not None else a.last_ts_ms
+        lat = now_s - ts / 1000.0
+        if 0.0 <= lat <= LIVE_LIMIT_S:
+            CAPTURE_TO_ALERT.labels(a.alert_type.value).observe(lat)
 
 
 def build_processor(

@@ -20,6 +20,10 @@ from schemas import records as r
 RASTER_STEP = 2.0  # px per raster cell of the lane/zone label image
 MAX_LANES = 31
 MAX_STOP_ZONES = 9
+# Bounds on a registration's numbers (found by tests/fuzz/fuzz_scene.py): a NaN or a 1e12 px corner
+# must be a SceneError (a dead letter), not a ValueError or a terabyte raster that stops the processor.
+MAX_IMAGE_COORD = 8192.0  # px, the largest frame side processors accept (InputLimits.max_side_px)
+MAX_GROUND_COORD = 1e6  # m
 BIT_ROADWAY = np.uint16(1 << 5)
 BIT_CROSSWALK = np.uint16(1 << 6)
 BIT_STOP0 = 7
@@ -72,6 +76,34 @@ def _pts(points: list[r.Point]) -> np.ndarray:
     return np.asarray([[p.x, p.y] for p in points], dtype=np.float64).reshape(-1, 2)
 
 
+def _check_numbers(camera: r.Camera, where: str) -> None:
+    """Every coordinate and parameter finite and in range (raises SceneError naming the part)."""
+    scene = camera.scene
+    parts: list[tuple[str, list[r.Point], float]] = []
+    parts += [(f"counting line {x.line_id!r}", x.points, MAX_IMAGE_COORD) for x in scene.lines]
+    parts += [(f"zone {x.zone_id!r}", x.polygon, MAX_IMAGE_COORD) for x in scene.zones]
+    parts += [(f"lane {x.lane_id!r}", x.polygon + x.centerline, MAX_IMAGE_COORD) for x in scene.lanes]
+    parts += [(f"stop line {x.stop_line_id!r}", x.points, MAX_IMAGE_COORD) for x in scene.stop_lines]
+    cal = scene.calibration
+    if cal is not None:
+        parts += [("calibration image points", cal.image_points, MAX_IMAGE_COORD)]
+        parts += [("calibration ground points", cal.ground_points, MAX_GROUND_COORD)]
+    for name, points, limit in parts:
+        xy = np.asarray([[p.x, p.y] for p in points], dtype=np.float64)
+        if not np.all(np.isfinite(xy)) or np.any(np.abs(xy) > limit):
+            raise SceneError(f"{where} {name}: coordinates must be finite and within +-{limit:g}")
+    numbers = [("fps", camera.fps)]
+    numbers += [(f"lane {x.lane_id!r} speed limit", x.speed_limit_kmh) for x in scene.lanes]
+    numbers += [(f"rule {x.rule!r} parameter {k!r}", v) for x in scene.rules for k, v in x.params.items()]
+    if cal is not None and cal.metres_per_pixel is not None:
+        numbers.append(("metres_per_pixel", cal.metres_per_pixel))
+    for name, value in numbers:
+        if not np.isfinite(value):
+            raise SceneError(f"{where}: {name} must be a finite number, got {value}")
+    if not 0 < camera.fps <= 1000:
+        raise SceneError(f"{where}: fps must be in (0, 1000], got {camera.fps}")
+
+
 class SceneModel:
     """Everything the engine needs to know about one camera's view, checked once on registration."""
 
@@ -80,6 +112,7 @@ class SceneModel:
         self.fps = camera.fps
         scene = camera.scene
         where = f"camera {camera.camera_id!r}"
+        _check_numbers(camera, where)
         self.approximate, self.homography = self._calibrate(scene.calibration, where)
 
         self.zones: list[ZoneSpec] = []

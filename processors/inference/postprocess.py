@@ -50,10 +50,15 @@ def letterbox(
     scale = np.minimum(th / np.maximum(h, 1), tw / np.maximum(w, 1))
     if center:
         nw, nh = np.round(w * scale).astype(np.int64), np.round(h * scale).astype(np.int64)
+    else:
+        nw, nh = (w * scale).astype(np.int64), (h * scale).astype(np.int64)
+    # A very uneven image (1 x 3000 px) would scale one side to 0 px, which cv2.resize refuses:
+    # keep at least one row and column (found by tests/fuzz/fuzz_frame.py).
+    nw, nh = np.maximum(nw, 1), np.maximum(nh, 1)
+    if center:
         dw, dh = (tw - nw) / 2, (th - nh) / 2
         left, top = np.round(dw - 0.1).astype(np.int64), np.round(dh - 0.1).astype(np.int64)
     else:
-        nw, nh = (w * scale).astype(np.int64), (h * scale).astype(np.int64)
         left = top = np.zeros(n, np.int64)
     for i, im in enumerate(images):
         if im.ndim != 3 or im.shape[2] != 3:

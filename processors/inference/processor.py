@@ -27,6 +27,8 @@ from processors.inference.registry import ModelRegistry, choose
 from processors.runtime import InputRecord, OutputRecord, StreamProcessor, dead_letter
 from schemas.records import Detections, DetectionSource, Frame, FrameRef, ModelEntry
 from schemas.topics import DETECTIONS, FRAMES
+from schemas.validate import DEFAULT_LIMITS, jpeg_size, validate_frame
+from schemas.validate import ERROR_TYPE as INVALID_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,19 @@ class FrameDecodeError(ValueError):
     """The frame's JPEG bytes do not decode to an image."""
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
+def decode_jpeg(data: bytes, max_pixels: int = DEFAULT_LIMITS.max_pixels) -> np.ndarray:
     """JPEG bytes -> BGR uint8 HxWx3 (raises ``FrameDecodeError``)."""
     if not data:
         raise FrameDecodeError("empty JPEG payload")
+    # imdecode also sniffs PNG, TIFF, WebP...: only a JPEG whose frame header we can read (and so
+    # size-check before any pixel is allocated) reaches it. Found by tests/fuzz (decompression bombs).
+    size = jpeg_size(data)
+    if size is None:
+        raise FrameDecodeError(f"undecodable JPEG ({len(data)} bytes): no JPEG frame header")
+    if size[0] * size[1] > max_pixels:
+        raise FrameDecodeError(
+            f"JPEG header's image {size[0]}x{size[1]} is oversized (limit {max_pixels} pixels)"
+        )
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise FrameDecodeError(f"undecodable JPEG ({len(data)} bytes)")
@@ -152,6 +163,18 @@ class InferenceHandler:
         for inp in batch:
             if inp.timestamp_ms > 0:
                 QUEUE_WAIT.observe(max(now_ms - inp.timestamp_ms, 0) / 1000)
+        # Hostile or broken frames (oversized, decompression-bomb headers, clocks far off) never reach the
+        # decoder: each goes to the dead-letter topic with its reason (schemas/validate.py).
+        limits = self.router.settings.input_limits
+        valid: list[InputRecord] = []
+        for inp in batch:
+            reason = validate_frame(inp.record, int(now_ms), limits)
+            if reason is None:
+                valid.append(inp)
+            else:
+                BAD_FRAMES.labels("invalid_frame").inc()
+                yield dead_letter(inp, reason, INVALID_RECORD, self.component, payload=inp.record.jpeg)
+        batch = valid
         frames: list[Frame] = [inp.record for inp in batch]
         images = self._decode_all(frames)
         t_decoded = time.perf_counter()

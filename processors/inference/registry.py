@@ -204,6 +204,8 @@ class ModelRegistry:
             )
         )
         self.publish(changes)
+        retired = ",".join(e.version for e in changes[:-1])
+        self._audit("model.promote", f"{name}:{version}", sha256=target.sha256, retired=retired)
         return changes
 
     def rollback(self, name: str) -> list[ModelEntry]:
@@ -230,6 +232,7 @@ class ModelRegistry:
             replace(previous, stage=ModelStage.STABLE, updated_ts_ms=now),
         ]
         self.publish(changes)
+        self._audit("model.rollback", f"{name}:{previous.version}", rolled_back=current.version)
         return changes
 
     def canary(self, name: str, version: str, percent: float) -> list[ModelEntry]:
@@ -250,7 +253,23 @@ class ModelRegistry:
             replace(target, stage=ModelStage.CANARY, canary_percent=float(percent), updated_ts_ms=now)
         )
         self.publish(changes)
+        self._audit("model.canary", f"{name}:{version}", percent=f"{percent:g}")
         return changes
+
+    def _audit(self, action: str, target: str, **details: object) -> None:
+        """Stage changes are security-relevant (what every camera runs): audited after they are published."""
+        from its.audit import OK, audit
+
+        audit(
+            self.settings,
+            None,
+            action,
+            target,
+            OK,
+            component="model-registry",
+            registry_topic=self.topic,
+            **details,
+        )
 
 
 def measure_model(det: Any, assets: Path, repeats: int = 5) -> dict[str, float]:

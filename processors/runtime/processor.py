@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from infra.kafka.signing import Signer, Verifier, make_producer
 from its.service import Service
 from its.settings import Settings
 from schemas.errors import RecordDecodeError
@@ -179,6 +180,10 @@ class StreamProcessor:
                 **(producer_config or {}),
             }
         )
+        # Secure deployments: edge-topic inputs must be signed by a site owning the camera's prefix, and
+        # this processor's own edge-topic outputs (cloud detections) are signed as svc-<name>.
+        self._verifier = Verifier.from_settings(settings)
+        self._signer = Signer.from_settings(settings, service=name)
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._assignment: set[tuple[str, int]] = set()
@@ -205,8 +210,8 @@ class StreamProcessor:
     def run(self) -> None:
         """Process until stopped; the batch in hand is committed before the clients close."""
         with self.service:
-            self.producer = Producer(
-                self._producer_conf, logger=logging.getLogger("processors.runtime.rdkafka")
+            self.producer = make_producer(
+                self._producer_conf, self._signer, logger=logging.getLogger("processors.runtime.rdkafka")
             )
             # Fences an older producer with our transactional.id and aborts its open transaction.
             self.producer.init_transactions(60)
@@ -323,6 +328,10 @@ class StreamProcessor:
         for msg in batch:
             topic = msg.topic() or "?"
             RECORDS_IN.labels(self.name, topic).inc()
+            refused = self._verifier.check(msg) if self._verifier is not None else None
+            if refused is not None:
+                dead.append(dead_letter(msg, refused, "RecordSignatureError", self.name))
+                continue
             try:
                 record = self.serde.decode(msg)
             except RecordDecodeError as exc:

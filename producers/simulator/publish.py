@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Producer
 from prometheus_client import Counter, Gauge
 
+from infra.kafka.signing import Signer, make_producer
 from producers.simulator.core import Simulation
 from schemas import records as r
 from schemas.serde import TopicSerde, key_bytes
@@ -69,7 +69,7 @@ def publish(
 ) -> PublishReport:
     """Send ``sim.stream()`` to Kafka; paced by capture time unless ``realtime`` is False."""
     serde = TopicSerde(settings.schema_registry_url)
-    producer = Producer(producer_config(settings))
+    producer = make_producer(producer_config(settings), Signer.from_settings(settings))
     report = PublishReport()
 
     def on_delivery(err: Any, msg: Any) -> None:

@@ -417,3 +417,14 @@ def test_snapshot_rejects_foreign_bytes() -> None:
     eng = CameraEngine(camera(), AnalyticsSettings())
     with pytest.raises(ValueError, match="not an analytics snapshot"):
         eng.load_state(b"\x80\x04garbage")
+
+
+def test_lane_blockage_clock_survives_a_jittered_box_after_a_dropout() -> None:
+    # A parked car missed for 0.9 s, then one box 0.9 m off: the short fit window after the gap reads
+    # ~10 km/h, above the stop's exit speed. It has not moved, so the blockage clock must not restart.
+    rules = [r.RuleConfig("lane_blockage", params={"min_duration_s": 20.0})]
+    s = Script()
+    s.add(2, lambda t: (min(20 + 10 * t, 40.0) + (0.9 if abs(t - 15.2) < 0.05 else 0.0), 25.0), 0.0, 30.0)
+    out = run(camera(lines=[], rules=rules), s.frames(30.0, drop=range(143, 152)))
+    ev = of(out, r.EventType.LANE_BLOCKAGE)
+    assert len(ev) == 1 and ev[0].ts_ms == pytest.approx(T0 + 2000, abs=1500)

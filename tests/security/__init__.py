@@ -1,0 +1,1 @@
+"""Security tests: onboarding, audit, erase, hostile input (marker `security`)."""
