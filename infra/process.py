@@ -1,9 +1,11 @@
-"""Checks on the background processes the local stack runs (broker, registry)."""
+"""Checks on the background processes the local stack runs (broker, registry, pipeline stages)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -25,3 +27,14 @@ def process_alive(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def wait_for(check: Callable[[], object], timeout: float, step: float = 1.0) -> bool:
+    """Poll ``check`` until it returns true (exceptions count as not yet) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return True
+        time.sleep(step)
+    return False

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from infra.process import wait_for
 from infra.topics import ensure_topics
 from its.settings import Settings
 from its.stack import Stack
@@ -611,16 +612,6 @@ class Stop(Exception):
     """Ctrl-C or SIGTERM: stop the sources and shut down cleanly."""
 
 
-def _wait_for(check: Any, timeout: float, step: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return True
-        time.sleep(step)
-    return False
-
-
 def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
@@ -799,7 +790,7 @@ def _run_supervised(
     for c in services:
         sup.start(c)
     console.print(f"[green]✓[/] started {', '.join(c.name for c in services)} (logs in {log_dir})")
-    ready = _wait_for(
+    ready = wait_for(
         lambda: all(_healthy(opts.port(c.name)) or not sup.running(c.name) for c in services), timeout=90
     )
     if not ready:
@@ -860,14 +851,12 @@ def _run_supervised(
         return small and len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
 
     with console.status("processors catching up"):
-        caught = _wait_for(
-            lambda: drained(("its-inference", "its-analytics")), timeout=opts.drain_s, step=1.0
-        )
+        caught = wait_for(lambda: drained(("its-inference", "its-analytics")), timeout=opts.drain_s, step=1.0)
     for name in ("inference", "analytics"):
         if name in sup.components:
             _stop_one(sup, name)
     with console.status("ClickHouse sink and alert webhook catching up"):
-        caught &= _wait_for(
+        caught &= wait_for(
             lambda: drained(("its-clickhouse-sink", WEBHOOK_GROUP)), timeout=opts.drain_s, step=1.0
         )
     time.sleep(2.0)  # the sink's last batch (ITS_SINK__BATCH_MS = 1 s) lands

@@ -52,6 +52,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from infra.process import wait_for
 from its.settings import Settings
 from its.supervisor import Component, Supervisor
 from schemas import topics as t
@@ -203,16 +204,6 @@ def _healthy(port: int) -> bool:
             return resp.status == 200
     except OSError:
         return False
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return True
-        time.sleep(step)
-    return False
 
 
 # --- Kafka offsets ------------------------------------------------------------------------------------
@@ -657,11 +648,11 @@ def profile_stage(run: Run, offsets: Offsets, stage: str, say: Callable[[str], N
             return msum(scrape(port), "its_stream_assigned_partitions") > 0
         return True
 
-    ready = _wait_for(working, timeout=120)
+    ready = wait_for(working, timeout=120, step=0.5)
     # The window opens at the stage's first commit (start-up work, such as the sink's redo of its
     # last batches, is in the profile but not in the rate), or after 90 s without one.
     start = offsets.committed(group, topics)
-    moving = _wait_for(lambda: offsets.committed(group, topics) != start, timeout=90, step=1.0)
+    moving = wait_for(lambda: offsets.committed(group, topics) != start, timeout=90, step=1.0)
     ends0 = offsets.ends()
     before = offsets.committed(group, topics)
     pid = comp.process.pid if comp.process else 0
@@ -675,7 +666,7 @@ def profile_stage(run: Run, offsets: Offsets, stage: str, say: Callable[[str], N
     out.unlink(missing_ok=True)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGUSR2)
-    _wait_for(out.is_file, timeout=30, step=0.2)  # written aside, then renamed: whole when it appears
+    wait_for(out.is_file, timeout=30, step=0.2)  # written aside, then renamed: whole when it appears
     _stop(run.sup, [comp.name], timeout=30)
     done = detections_done(ends1, after, before)
     result: dict[str, Any] = {
@@ -777,7 +768,7 @@ def run_loadtest(settings: Settings, opts: LoadOptions, say: Callable[[str], Non
                 settings, opts.cameras, opts.fps, 0.0, opts.scenario, seed=opts.seed, template_s=1.0,
                 register=True, camera_prefix=run.prefix,
             )  # fmt: skip
-            if _wait_for(lambda b=before: registered() >= b + opts.cameras, timeout=60, step=0.5):
+            if wait_for(lambda b=before: registered() >= b + opts.cameras, timeout=60, step=0.5):
                 break
         else:
             raise RuntimeError(f"the {opts.cameras} camera registrations did not reach {t.CAMERAS}")
@@ -806,7 +797,7 @@ def run_loadtest(settings: Settings, opts: LoadOptions, say: Callable[[str], Non
             assigned = sum(msum(scrape(run.ports[c.name]), "its_stream_assigned_partitions") for c in workers)
             return assigned >= n_inputs
 
-        ok_ready = _wait_for(ready, timeout=180)
+        ok_ready = wait_for(ready, timeout=180, step=0.5)
         mark("components ready")
         if not ok_ready:
             dead = {n: c.process.poll() for n, c in run.sup.components.items() if c.process}
@@ -833,7 +824,7 @@ def run_loadtest(settings: Settings, opts: LoadOptions, say: Callable[[str], Non
                 got = offsets.committed(run.analytics_group, ANALYTICS_INPUTS)
                 return detections_done(offsets.ends(), got, base) >= opts.cameras
 
-            done = _wait_for(warmed, timeout=opts.warmup_s, step=1.0)
+            done = wait_for(warmed, timeout=opts.warmup_s, step=1.0)
             result["warmup"] = {
                 "records": opts.cameras,
                 "analytics_s": round(time.monotonic() - t_warm, 1),
@@ -882,7 +873,7 @@ def run_loadtest(settings: Settings, opts: LoadOptions, say: Callable[[str], Non
 
         mark("load")
         t_drain = time.monotonic()
-        result["drained"] = _wait_for(drained, timeout=opts.drain_s, step=0.5)
+        result["drained"] = wait_for(drained, timeout=opts.drain_s, step=0.5)
         result["drain_s"] = round(time.monotonic() - t_drain, 1)
         mark("drain")
         sampler.stop()

@@ -160,20 +160,6 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def _commit_at_end(bootstrap: str, group: str, topics: tuple[str, ...]) -> None:
-    """A fresh group starts at the current end of its inputs (topics are shared by the session)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = [
-            TopicPartition(t, p, s.high_watermark(consumer, t, p))
-            for t in topics
-            for p in range(BY_NAME[t].partitions)
-        ]
-        consumer.commit(offsets=parts, asynchronous=False)
-    finally:
-        consumer.close()
-
-
 def caught_up(
     bootstrap: str, group: str, topics: tuple[str, ...], positions: dict[tuple[str, int], int] | None = None
 ) -> bool:
@@ -311,8 +297,8 @@ class Run:
         return path.read_text()[-3000:] if path and path.exists() else ""
 
     def start(self) -> None:
-        _commit_at_end(self.bootstrap, self.groups["inference"], (FRAMES,))
-        _commit_at_end(self.bootstrap, self.groups["analytics"], ANALYTICS_INPUTS)
+        s.start_group_at_end(self.bootstrap, self.groups["inference"], FRAMES)
+        s.start_group_at_end(self.bootstrap, self.groups["analytics"], *ANALYTICS_INPUTS)
         for c in self.components:
             self.sup.start(c)
         deadline = time.monotonic() + 120

@@ -94,16 +94,19 @@ def high_watermark(consumer: Consumer, topic: str, partition: int, timeout: floa
             time.sleep(0.3)
 
 
-def start_group_at_end(bootstrap: str, group: str, topic: str = FRAMES) -> None:
-    """Commit ``group``'s offsets at the topic's current end, so it only sees what comes next.
+def start_group_at_end(bootstrap: str, group: str, *topics: str) -> None:
+    """Commit ``group``'s offsets at the current end of ``topics`` (default: frames), so it only sees
+    what comes next.
 
-    Topics are shared by every test of the session; this keeps a test's processor off older frames.
+    Topics are shared by every test of the session; this keeps a test's processor off older records.
     """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        parts = []
-        for p in range(BY_NAME[topic].partitions):
-            parts.append(TopicPartition(topic, p, high_watermark(consumer, topic, p)))
+        parts = [
+            TopicPartition(t, p, high_watermark(consumer, t, p))
+            for t in topics or (FRAMES,)
+            for p in range(BY_NAME[t].partitions)
+        ]
         consumer.commit(offsets=parts, asynchronous=False)
     finally:
         consumer.close()

@@ -14,14 +14,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from infra.topics import ensure_topics
 from processors.analytics.processor import AnalyticsProcessor
 from schemas import records as r
 from schemas.examples import example_camera
 from schemas.serde import TopicSerde
-from schemas.topics import ANALYTICS_STATE, BY_NAME, CAMERAS, DETECTIONS, DLQ, SIGNALS
+from schemas.topics import ANALYTICS_STATE, CAMERAS, DETECTIONS, DLQ, SIGNALS
 from schemas.validate import ERROR_TYPE
 from tests.integration import inference_support as s
 
@@ -34,19 +33,6 @@ def bootstrap(kafka_broker) -> str:
     return kafka_broker.bootstrap
 
 
-def _group_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = [
-            TopicPartition(t, p, s.high_watermark(consumer, t, p))
-            for t in topics
-            for p in range(BY_NAME[t].partitions)
-        ]
-        consumer.commit(offsets=parts, asynchronous=False)
-    finally:
-        consumer.close()
-
-
 @pytest.fixture
 def analytics(kafka_settings, schema_registry, bootstrap) -> Iterator[tuple[AnalyticsProcessor, str]]:
     """An analytics processor on a thread for one freshly registered camera."""
@@ -55,7 +41,7 @@ def analytics(kafka_settings, schema_registry, bootstrap) -> Iterator[tuple[Anal
     camera = dataclasses.replace(example_camera(cam), registered_ts_ms=int(time.time() * 1000))
     s.produce(bootstrap, [(cam, serde.encode(CAMERAS, camera))], topic=CAMERAS)
     group = f"analytics-hostile-{uuid.uuid4().hex[:8]}"
-    _group_at_end(bootstrap, group, [CAMERAS, SIGNALS, DETECTIONS])
+    s.start_group_at_end(bootstrap, group, CAMERAS, SIGNALS, DETECTIONS)
     analytics_cfg = kafka_settings.analytics.model_copy(update={"group_id": group, "max_wait_ms": 100})
     settings = kafka_settings.model_copy(
         update={"schema_registry_url": schema_registry, "analytics": analytics_cfg}
