@@ -35,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
-from its.audit import AuditError, audit
+from its.audit import audit
 from its.console import render
 from its.console.feed import Feed, FrameFetcher
 from its.console.state import ConsoleState
@@ -43,6 +43,16 @@ from its.console.traffic import TrafficSource
 from its.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _audit_refusal(settings: Settings, actor: str, alert_id: str, reason: str) -> None:
+    """Record a refused acknowledgement; a trail that is down is logged, never raised to the client."""
+    try:
+        audit(settings, actor, "alert.ack", alert_id, "refused", reason, component="console")
+    except Exception as exc:
+        log.warning("refused acknowledgement not audited", extra={"alert_id": alert_id, "error": str(exc)})
+
+
 STATIC = Path(__file__).with_name("static")
 
 ACKS = Counter("its_console_acks_total", "Acknowledgement requests by outcome", ["outcome"])
@@ -202,11 +212,11 @@ def create_app(console: Console) -> FastAPI:
             )
             reason = "the console is read-only" if console.read_only else "operator token required"
             client = request.client.host if request.client else "unknown"
-            with contextlib.suppress(AuditError):  # refusing must not depend on the trail being up
-                await asyncio.to_thread(
-                    audit, console.settings, f"console-client@{client}", "alert.ack", alert_id, "refused",
-                    reason, component="console",
-                )  # fmt: skip
+            # In the background: the refusal must not wait on (or depend on) the audit trail being up.
+            threading.Thread(
+                target=_audit_refusal, args=(console.settings, f"console-client@{client}", alert_id, reason),
+                name="audit-refusal", daemon=True,
+            ).start()  # fmt: skip
             raise HTTPException(403, reason)
         rec = state.alert(alert_id)
         if rec is None:
