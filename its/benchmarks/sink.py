@@ -6,7 +6,7 @@ Kafka commit) until every row is in ClickHouse. Peer: one ``clickhouse-connect``
 ``insert`` of the same rows, already as Python columns, into a table of the same schema in the
 same engine (no Kafka, no decode, no bookkeeping). Both write to the embedded store; the same two
 cases run against a ClickHouse server over HTTP (``--clickhouse-url``, else an ``http(s)://``
-``ITS_CLICKHOUSE_DSN``), and print null with the reason when none is given or none answers.
+``ITS_CLICKHOUSE_URL``), and print null with the reason when none is given or none answers.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def _server_url(settings: Settings, server: str | None) -> str | None:
 def _unreachable(url: str | None) -> str | None:
     """Why the server leg cannot run (None: it can)."""
     if url is None:
-        return "no ClickHouse server URL given (--clickhouse-url or ITS_CLICKHOUSE_DSN=http://...)"
+        return "no ClickHouse server URL given (--clickhouse-url or ITS_CLICKHOUSE_URL=http://...)"
     try:
         target = parse_dsn(url)
     except ValueError as exc:
