@@ -339,6 +339,12 @@ def test_console_in_a_browser(pipeline: Pipeline, driver: Any) -> None:
     wait_until(lambda: all(tiles().get(c) == "ONLINE" for c in p.cameras), 30, "3 ONLINE tiles")
     assert set(tiles()) == set(p.cameras)  # the console's camera filter: this run's cameras only
     wait_until(lambda: page.images_loaded(".tile img"), 20, "tile pictures loaded")
+
+    def fps_shown() -> bool:  # a tile's fps needs two frames or heartbeats of its camera
+        shown = page.texts(".tile .fps")
+        return len(shown) == 3 and all(t.endswith(" fps") and t[0].isdigit() for t in shown)
+
+    wait_until(fps_shown, 20, "fps on every tile")
     fps = page.texts(".tile .fps")
     assert len(fps) == 3 and all(t.endswith(" fps") and t[0].isdigit() for t in fps), fps
     models = set(page.texts(".tile .model"))

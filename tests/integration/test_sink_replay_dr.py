@@ -98,15 +98,19 @@ def test_backup_mid_run_restore_and_resume_equals_failure_free_run(
         while env.sql("SELECT count() AS n FROM detections")[0]["n"] < counts[t.DETECTIONS]:
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        # Keep producing while the backup runs: it is taken between two batches of a busy sink.
+        # Keep producing while the backup runs: it is taken between two batches of a busy sink. The
+        # last part is produced after the backup returns, so the backup is behind Kafka however fast
+        # the sink is, and the restore has something to catch up on.
+        during, after = second[:6_000], second[6_000:]
         producing = threading.Thread(
-            target=lambda: counts.update(_produce(kafka_broker, schema_registry, second, prefix))
+            target=lambda: counts.update(_produce(kafka_broker, schema_registry, during, prefix))
         )
         producing.start()
         time.sleep(0.5)
         backed = env.its("dr", "backup", str(tmp_path / "backup"))
         producing.join()
         assert backed.returncode == 0, backed.stderr
+        counts.update(_produce(kafka_broker, schema_registry, after, prefix))
         manifest = json.loads(backed.stdout.strip().splitlines()[-1])
         assert manifest["offsets"], manifest
         deadline = time.monotonic() + 120
